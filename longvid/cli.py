@@ -1,0 +1,45 @@
+"""The ``longvid`` command line. Each command lives in its own module, which exposes
+``register(subparsers)``; this file only lists them, so adding a command touches one line here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module path → registers one or more sub-commands
+COMMAND_MODULES = [
+    "longvid.pipelines.ingest_cli",  # ingest, probe, demo
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="longvid",
+        description="LongVid engine: ingest, segment, caption and stream long-video corpora.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"longvid {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The on-disk format: records, sampling plans, atomic shard writer, reader, index, ledger.
+
+This room imports nothing else of ours, so trainers and other tools can depend on it alone.
+"""
+
+from .dataset import DATASET_JSON, DatasetError, finalize, list_layers, read_dataset_json
+from .index import (
+    CLIPS_INDEX,
+    VIDEOS_INDEX,
+    consolidate,
+    read_clips_index,
+    read_index_parts,
+    read_videos_index,
+    repair_index_parts,
+    write_index_part,
+)
+from .ledger import Ledger, new_run_id, read_ledger
+from .reader import iter_shard, iter_tar_samples, read_member, read_record
+from .sampling import (
+    BUCKET_LABELS,
+    TOKENS_PER_FRAME,
+    TRAINING_STAGES,
+    duration_bucket,
+    frame_indices,
+    frame_plan,
+    time_prompt,
+)
+from .schema import SCHEMA_VERSION, clip_id_for, normalise_uri, video_id_for
+from .storage import LocalStorage, S3Storage, Storage
+from .writer import ShardWriter, encode_json, shard_name
+
+__all__ = [
+    "BUCKET_LABELS", "CLIPS_INDEX", "DATASET_JSON", "DatasetError", "Ledger", "LocalStorage",
+    "S3Storage", "SCHEMA_VERSION", "ShardWriter", "Storage", "TOKENS_PER_FRAME", "TRAINING_STAGES",
+    "VIDEOS_INDEX", "clip_id_for", "consolidate", "duration_bucket", "encode_json", "finalize",
+    "frame_indices", "frame_plan", "iter_shard", "iter_tar_samples", "list_layers", "new_run_id",
+    "normalise_uri", "read_clips_index", "read_dataset_json", "read_index_parts", "read_ledger",
+    "read_member", "read_record", "read_videos_index", "repair_index_parts", "shard_name",
+    "time_prompt", "video_id_for", "write_index_part",
+]

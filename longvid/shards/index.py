@@ -1,0 +1,219 @@
+"""The index: per-video and per-clip tables that say where every video's bytes lie in the shards.
+
+Each committed shard gets an index part (``index/parts/shard-NNNNNN.{videos,clips}.parquet``)
+written right after the shard is published; ``consolidate`` merges the parts into
+``index/videos.parquet`` and ``index/clips.parquet``. A shard without a part (the run died
+between the two writes) gets its part rebuilt from the shard itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .reader import iter_shard
+from .storage import Storage
+from .writer import SHARD_DIR, CommittedShard, WrittenSample
+
+INDEX_DIR = "index"
+PARTS_DIR = f"{INDEX_DIR}/parts"
+VIDEOS_INDEX = f"{INDEX_DIR}/videos.parquet"
+CLIPS_INDEX = f"{INDEX_DIR}/clips.parquet"
+
+VIDEO_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("media_member", pa.string()),
+        ("media_offset", pa.int64()),
+        ("media_size", pa.int64()),
+        ("json_offset", pa.int64()),
+        ("json_size", pa.int64()),
+        ("url", pa.string()),
+        ("sha256", pa.string()),
+        ("duration", pa.float64()),
+        ("fps", pa.float64()),
+        ("num_frames", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("codec", pa.string()),
+        ("container", pa.string()),
+        ("has_audio", pa.bool_()),
+        ("bucket", pa.string()),
+        ("num_shots", pa.int32()),
+        ("num_clips", pa.int32()),
+        ("stage3_frames", pa.int32()),
+        ("visual_tokens", pa.int64()),  # at stage 3 (the joint long/short stage)
+        ("status", pa.string()),
+    ]
+)
+
+CLIP_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("start_frame", pa.int64()),
+        ("end_frame", pa.int64()),  # exclusive
+        ("duration", pa.float64()),
+        ("bucket", pa.string()),
+        ("num_keyframes", pa.int32()),
+        ("stage3_frames", pa.int32()),
+        ("visual_tokens", pa.int64()),
+    ]
+)
+
+
+def index_rows(record: dict, sample: WrittenSample) -> tuple[dict, list[dict]]:
+    """The video row and clip rows of one written sample, from its record."""
+    video = record["video"]
+    plan = record["plan"]
+    media_ext = next(ext for ext in sample.members if ext != "json")
+    media = sample.members[media_ext]
+    js = sample.members["json"]
+    stage3 = plan["stages"].get("stage3", {})
+    video_row = {
+        "key": sample.key,
+        "shard": sample.shard,
+        "media_member": media.name,
+        "media_offset": media.offset,
+        "media_size": media.size,
+        "json_offset": js.offset,
+        "json_size": js.size,
+        "url": video["source_uri"],
+        "sha256": video["sha256"],
+        "duration": video["duration"],
+        "fps": video["fps"],
+        "num_frames": video["num_frames"],
+        "width": video["width"],
+        "height": video["height"],
+        "codec": video["codec"],
+        "container": video["container"],
+        "has_audio": video["has_audio"],
+        "bucket": plan["bucket"],
+        "num_shots": len(record.get("shots", [])),
+        "num_clips": len(record.get("clips", [])),
+        "stage3_frames": stage3.get("num_frames", 0),
+        "visual_tokens": stage3.get("visual_tokens", 0),
+        "status": video.get("status", "ok"),
+    }
+    clip_rows = []
+    for clip in record.get("clips", []):
+        cstage3 = clip["plan"]["stages"].get("stage3", {})
+        clip_rows.append(
+            {
+                "clip_id": clip["clip_id"],
+                "key": sample.key,
+                "shard": sample.shard,
+                "start": clip["start"],
+                "end": clip["end"],
+                "start_frame": clip["start_frame"],
+                "end_frame": clip["end_frame"],
+                "duration": clip["end"] - clip["start"],
+                "bucket": clip["plan"]["bucket"],
+                "num_keyframes": len(clip.get("keyframes", [])),
+                "stage3_frames": cstage3.get("num_frames", 0),
+                "visual_tokens": cstage3.get("visual_tokens", 0),
+            }
+        )
+    return video_row, clip_rows
+
+
+def _parquet_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
+    return buf.getvalue()
+
+
+def _read_parquet(storage: Storage, path: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(storage.read_bytes(path)))
+
+
+def part_paths(shard: str) -> tuple[str, str]:
+    base = shard.rsplit("/", 1)[-1][: -len(".tar")]
+    return f"{PARTS_DIR}/{base}.videos.parquet", f"{PARTS_DIR}/{base}.clips.parquet"
+
+
+def write_index_part(storage: Storage, shard: CommittedShard, records: dict[str, dict]) -> None:
+    """Write the index part of a just-committed shard; ``records`` maps key → video record."""
+    video_rows, clip_rows = [], []
+    for sample in shard.samples:
+        vrow, crows = index_rows(records[sample.key], sample)
+        video_rows.append(vrow)
+        clip_rows.extend(crows)
+    vpath, cpath = part_paths(shard.name)
+    storage.write_bytes(cpath, _parquet_bytes(clip_rows, CLIP_SCHEMA))
+    storage.write_bytes(vpath, _parquet_bytes(video_rows, VIDEO_SCHEMA))  # last: marks the part whole
+
+
+def rebuild_index_part(storage: Storage, shard: str) -> None:
+    """Recreate a shard's index part by reading the shard (JSON members, offsets from headers)."""
+    import tarfile
+
+    from .reader import split_member_name
+    from .writer import MemberLocation
+
+    samples: dict[str, WrittenSample] = {}
+    records: dict[str, dict] = {}
+    stream = storage.open_read(shard)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                key, ext = split_member_name(member.name)
+                sample = samples.setdefault(key, WrittenSample(key=key, shard=shard, members={}))
+                sample.members[ext] = MemberLocation(member.name, member.offset_data, member.size)
+                if ext == "json":
+                    records[key] = json.loads(tar.extractfile(member).read())
+    finally:
+        stream.close()
+    committed = CommittedShard(name=shard, bytes=storage.size(shard), samples=list(samples.values()))
+    write_index_part(storage, committed, records)
+
+
+def committed_shards(storage: Storage) -> list[str]:
+    return [p for p in storage.list(SHARD_DIR) if p.endswith(".tar")]
+
+
+def repair_index_parts(storage: Storage) -> list[str]:
+    """Rebuild missing index parts; returns the shards that needed it."""
+    have = set(storage.list(PARTS_DIR))
+    repaired = []
+    for shard in committed_shards(storage):
+        if part_paths(shard)[0] not in have:
+            rebuild_index_part(storage, shard)
+            repaired.append(shard)
+    return repaired
+
+
+def read_index_parts(storage: Storage) -> tuple[pa.Table, pa.Table]:
+    """Videos and clips of every committed shard (parts only: always current)."""
+    paths = storage.list(PARTS_DIR)
+    videos = [_read_parquet(storage, p) for p in paths if p.endswith(".videos.parquet")]
+    clips = [_read_parquet(storage, p) for p in paths if p.endswith(".clips.parquet")]
+    vt = pa.concat_tables(videos).cast(VIDEO_SCHEMA) if videos else VIDEO_SCHEMA.empty_table()
+    ct = pa.concat_tables(clips).cast(CLIP_SCHEMA) if clips else CLIP_SCHEMA.empty_table()
+    return vt, ct
+
+
+def consolidate(storage: Storage) -> tuple[pa.Table, pa.Table]:
+    """Merge the parts into ``index/videos.parquet`` and ``index/clips.parquet`` (sorted by key)."""
+    repair_index_parts(storage)
+    videos, clips = read_index_parts(storage)
+    videos = videos.sort_by([("shard", "ascending"), ("media_offset", "ascending")])
+    clips = clips.sort_by([("key", "ascending"), ("start", "ascending")])
+    storage.write_bytes(CLIPS_INDEX, _parquet_bytes(clips.to_pylist(), CLIP_SCHEMA))
+    storage.write_bytes(VIDEOS_INDEX, _parquet_bytes(videos.to_pylist(), VIDEO_SCHEMA))
+    return videos, clips
+
+
+def read_videos_index(storage: Storage) -> pa.Table:
+    return _read_parquet(storage, VIDEOS_INDEX)
+
+
+def read_clips_index(storage: Storage) -> pa.Table:
+    return _read_parquet(storage, CLIPS_INDEX)

@@ -1,0 +1,227 @@
+"""Where a dataset lives: a local folder or an ``s3://bucket/prefix``, behind one small interface.
+
+Every write is atomic: a local file is written under a temporary name and renamed, an S3 object
+appears when its (multipart) upload completes. Paths are relative to the dataset root and are
+checked so that nothing escapes it. Credentials come from boto3's standard chain only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterator
+from urllib.parse import urlsplit
+
+
+def _check_relative(path: str) -> str:
+    """Reject absolute paths and ``..`` so a name from a manifest or shard cannot escape the root."""
+    norm = path.replace("\\", "/")
+    if norm.startswith("/") or any(part in ("..", "") for part in norm.split("/")):
+        raise ValueError(f"unsafe dataset path: {path!r}")
+    return norm
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def s3_client():
+    """A boto3 S3 client from the standard credential chain (``AWS_ENDPOINT_URL`` honoured)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "adaptive"}))
+
+
+class Storage:
+    """A dataset root. Subclasses: :class:`LocalStorage`, :class:`S3Storage`."""
+
+    root: str
+
+    @staticmethod
+    def for_uri(root: str) -> "Storage":
+        return S3Storage(root) if is_s3(root) else LocalStorage(root)
+
+    def uri(self, path: str) -> str:
+        return self.root.rstrip("/") + "/" + _check_relative(path)
+
+    # -- interface -------------------------------------------------------------------------
+    def read_bytes(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def open_read(self, path: str) -> BinaryIO:
+        raise NotImplementedError
+
+    def read_range(self, path: str, offset: int, size: int) -> bytes:
+        raise NotImplementedError
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def put_file(self, local_path: str, path: str) -> None:
+        """Publish a finished local file at ``path`` atomically (the file is consumed)."""
+        raise NotImplementedError
+
+    def exists(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def list(self, prefix: str) -> list[str]:
+        """Relative paths of the files directly or indirectly under ``prefix``, sorted."""
+        raise NotImplementedError
+
+    def delete(self, path: str) -> None:
+        raise NotImplementedError
+
+    def size(self, path: str) -> int:
+        raise NotImplementedError
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str):
+        if root.startswith("file://"):
+            root = root[len("file://"):]
+        self.root = os.path.abspath(os.path.expanduser(root))
+
+    def _path(self, path: str) -> Path:
+        return Path(self.root) / _check_relative(path)
+
+    def uri(self, path: str) -> str:
+        return str(self._path(path))
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._path(path).read_bytes()
+
+    def open_read(self, path: str) -> BinaryIO:
+        return open(self._path(path), "rb")
+
+    def read_range(self, path: str, offset: int, size: int) -> bytes:
+        with open(self._path(path), "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    def put_file(self, local_path: str, path: str) -> None:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        shutil.move(local_path, tmp)  # same filesystem: a rename; else a copy
+        os.replace(tmp, target)
+
+    def exists(self, path: str) -> bool:
+        return self._path(path).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else Path(self.root)
+        if not base.exists():
+            return []
+        out = []
+        for p in base.rglob("*"):
+            if p.is_file() and not p.name.startswith("."):
+                out.append(p.relative_to(self.root).as_posix())
+        return sorted(out)
+
+    def delete(self, path: str) -> None:
+        self._path(path).unlink(missing_ok=True)
+
+    def size(self, path: str) -> int:
+        return self._path(path).stat().st_size
+
+
+class S3Storage(Storage):
+    def __init__(self, root: str):
+        self.root = root.rstrip("/")
+        self.bucket, self.prefix = split_s3(self.root)
+        self._client = None
+
+    def __getstate__(self):  # boto3 clients do not pickle; rebuild one per process
+        return {"root": self.root, "bucket": self.bucket, "prefix": self.prefix, "_client": None}
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = s3_client()
+        return self._client
+
+    def _key(self, path: str) -> str:
+        rel = _check_relative(path)
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def read_bytes(self, path: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
+
+    def open_read(self, path: str) -> BinaryIO:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"]
+
+    def read_range(self, path: str, offset: int, size: int) -> bytes:
+        rng = f"bytes={offset}-{offset + size - 1}"
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(path), Range=rng)["Body"].read()
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
+
+    def put_file(self, local_path: str, path: str) -> None:
+        # upload_file switches to multipart for large files; the object appears only on completion
+        self.client.upload_file(local_path, self.bucket, self._key(path))
+        os.unlink(local_path)
+
+    def exists(self, path: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(path))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._key(prefix) if prefix else self.prefix
+        if full and not full.endswith("/"):
+            full += "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        out = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                out.append(obj["Key"][strip:])
+        return sorted(out)
+
+    def delete(self, path: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(path))
+
+    def size(self, path: str) -> int:
+        return self.client.head_object(Bucket=self.bucket, Key=self._key(path))["ContentLength"]
+
+
+def local_scratch_dir() -> str:
+    """A node-local folder for files in flight (shards being written, downloads)."""
+    path = os.environ.get("LONGVID_SCRATCH") or os.path.join(tempfile.gettempdir(), "longvid-scratch")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def iter_chunks(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    while True:
+        chunk = stream.read(chunk_size)
+        if not chunk:
+            return
+        yield chunk
