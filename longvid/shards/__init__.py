@@ -14,6 +14,7 @@ from .index import (
     repair_index_parts,
     write_index_part,
 )
+from .layers import LAYER_SCHEMA, layer_dir, read_layer, read_layer_meta, write_layer_meta, write_layer_part
 from .ledger import Ledger, new_run_id, read_ledger
 from .reader import iter_shard, iter_tar_samples, read_member, read_record
 from .sampling import (
@@ -30,7 +31,8 @@ from .storage import LocalStorage, S3Storage, Storage
 from .writer import ShardWriter, encode_json, shard_name
 
 __all__ = [
-    "BUCKET_LABELS", "CLIPS_INDEX", "DATASET_JSON", "DatasetError", "Ledger", "LocalStorage",
+    "BUCKET_LABELS", "CLIPS_INDEX", "LAYER_SCHEMA", "layer_dir", "read_layer", "read_layer_meta",
+    "write_layer_meta", "write_layer_part", "DATASET_JSON", "DatasetError", "Ledger", "LocalStorage",
     "S3Storage", "SCHEMA_VERSION", "ShardWriter", "Storage", "TOKENS_PER_FRAME", "TRAINING_STAGES",
     "VIDEOS_INDEX", "clip_id_for", "consolidate", "duration_bucket", "encode_json", "finalize",
     "frame_indices", "frame_plan", "iter_shard", "iter_tar_samples", "list_layers", "new_run_id",
