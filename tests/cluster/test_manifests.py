@@ -474,7 +474,7 @@ SECRET_VALUE = re.compile(r"AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|(aws_secret_access
 
 def test_no_secret_values_in_cluster_files():
     for path in CLUSTER.rglob("*"):
-        if path.is_file():
+        if path.is_file() and "__pycache__" not in path.parts:
             assert not SECRET_VALUE.search(path.read_text(encoding="utf-8")), f"{path}: looks like a credential"
     for path in [RAYCLUSTER, *RAYJOBS]:
         for doc in yaml.safe_load_all(path.read_text()):
