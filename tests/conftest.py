@@ -40,7 +40,8 @@ def sample_videos(video_dir):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(s3_server):
+    """A local Ray started after the S3 server so workers inherit its endpoint and test credentials."""
     import ray
 
     if not ray.is_initialized():
