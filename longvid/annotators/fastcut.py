@@ -8,6 +8,7 @@ distance) or sustained fast motion (a change no larger than its neighbourhood's)
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +25,10 @@ class FastCutConfig:
     baseline_radius: int = 12  # neighbours on each side for the baseline (~0.5 s at 25 fps)
     flash_frames: int = 4  # a change that reverts within this many frames is a flash, not a cut
     gradual_scales: tuple[int, ...] = (3, 6, 10, 16, 24)  # half-widths of the windows for gradual transitions (6-48 frames)
-    gradual_threshold: float = 0.30  # colour distance across a gradual transition always needed (fast pans reach ~0.25)
+    gradual_threshold: float = 0.20  # colour distance across a gradual transition always needed
     gradual_ratio: float = 2.5  # ... and this multiple of the change just before / just after it
+    gradual_sure: float = 0.30  # below this distance (fast pans reach ~0.25) the change must be ...
+    gradual_sure_ratio: float = 4.0  # ... this many times the change beside it
     min_shot_frames: int = 6  # no two boundaries closer than this (a shot of 0.25 s at 25 fps)
     dark_level: float = 0.08  # mean luma under which a frame counts as black (fade transitions)
 
@@ -66,7 +69,8 @@ def _rolling_median(x: np.ndarray, lo_offset: int, hi_offset: int) -> np.ndarray
     padded = np.concatenate([np.full(max(0, -lo_offset), np.nan), x, np.full(max(0, hi_offset), np.nan)])
     start = max(0, -lo_offset) + lo_offset
     view = np.lib.stride_tricks.sliding_window_view(padded, width)[start : start + n]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-nan rows (before the first frame) read as 0
         out = np.nanmedian(view, axis=1) if np.isnan(view).any() else np.median(view, axis=1)
     return np.nan_to_num(out, nan=0.0)
 
@@ -170,22 +174,40 @@ class FastCutDetector(ShotDetector):
         cross = self.series.window("cross", a, b)
         baseline = 0.5 * (_rolling_median(cons, -c.baseline_radius - 1, -1)
                           + _rolling_median(cons, 2, c.baseline_radius + 2))
-        with np.errstate(invalid="ignore"):
-            is_cut = (cross > c.cut_threshold) & (cross > c.cut_ratio * baseline)
-            local_max = np.ones_like(is_cut)
+        band = self.check_band()
+        floor = band[0] if band else 1.0  # candidates below their thresholds are kept only to be checked
+        with np.errstate(invalid="ignore", divide="ignore"):
+            confidence = np.fmin(cross / c.cut_threshold, cross / (c.cut_ratio * baseline))
+            local_max = np.ones(len(cons), dtype=bool)
             for s in (1, 2):
                 local_max &= ~(cons < np.roll(cons, s)) & ~(cons <= np.roll(cons, -s))
-        is_cut &= local_max
-        events = [(int(t) + a, "cut", 0, float(cross[t])) for t in np.nonzero(is_cut)[0]]
-        events += self._gradual_candidates(a, b, is_cut)
-        for frame, kind, k, strength in sorted(events):
-            if lo <= frame < upto:
-                self._accept(frame, kind, k, strength)
+        is_cut = (confidence >= 1.0) & local_max
+        events = [(int(t) + a, "cut", (0, 0), float(cross[t]), float(confidence[t]))
+                  for t in np.nonzero((confidence >= floor) & local_max)[0]]
+        events += self._gradual_candidates(a, b, is_cut, floor)
+        events = [e for e in sorted(events) if lo <= e[0] < upto]
+        if band:
+            unsure = [e for e in events if e[4] < band[1]]
+            verdict = dict(zip(unsure, self.verify(unsure))) if unsure else {}
+            events = [e for e in events if verdict.get(e, True)]
+        else:
+            events = [e for e in events if e[4] >= 1.0]
+        for frame, kind, k, strength, _ in events:
+            self._accept(frame, kind, k, strength)
         self._decided = upto
         keep_from = upto - 2 * margin
         self.series.drop_before(keep_from)
 
-    def _gradual_candidates(self, a: int, b: int, is_cut: np.ndarray) -> list[tuple]:
+    def check_band(self) -> tuple[float, float] | None:
+        """Confidence band ``[low, high)`` of candidates that :meth:`verify` must settle (none here)."""
+        return None
+
+    def verify(self, candidates: list[tuple]) -> list[bool]:
+        raise NotImplementedError
+
+    def _gradual_candidates(self, a: int, b: int, is_cut: np.ndarray, floor: float) -> list[tuple]:
+        """Frames where the colour change across ``[t-k, t+k]`` dwarfs the change just before and just
+        after (at the best-scoring frame of its neighbourhood, away from hard cuts)."""
         c = self.config
         out = []
         for k in c.gradual_scales:
@@ -196,24 +218,29 @@ class FastCutDetector(ShotDetector):
             before = self.series.window(f"lag{k}", a - k, b - k)  # D(t-2k, t-k)
             after = self.series.window(f"lag{k}", a + 2 * k, b + 2 * k)  # D(t+k, t+2k)
             side = np.fmax(before, after)
-            with np.errstate(invalid="ignore"):
-                score = across - c.gradual_ratio * side
-                ok = (across > c.gradual_threshold) & (score > 0)
-            score = np.where(ok, score, -np.inf)
-            width = 2 * k + 1
-            padded = np.concatenate([np.full(k, -np.inf), score, np.full(k, -np.inf)])
-            peak = np.lib.stride_tricks.sliding_window_view(padded, width).max(axis=1)
-            for t in np.nonzero(ok & (score >= peak) & ~cut_near)[0]:
-                out.append((self._centre(int(t) + a, k), "gradual", k, float(across[t])))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = across / side
+                confidence = np.fmin(np.fmin(across / c.gradual_threshold, ratio / c.gradual_ratio),
+                                     np.fmax(across / c.gradual_sure, ratio / c.gradual_sure_ratio))
+            confidence = np.where(np.isnan(confidence), -np.inf, confidence)
+            padded = np.concatenate([np.full(k, -np.inf), confidence, np.full(k, -np.inf)])
+            peak = np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1).max(axis=1)
+            for t in np.nonzero((confidence >= floor) & (confidence >= peak) & ~cut_near)[0]:
+                centre, start, end = self._centre(int(t) + a, k)
+                out.append((centre, "gradual", (start, end), float(across[t]), float(confidence[t])))
         return out
 
-    def _centre(self, t: int, k: int) -> int:
-        """The middle of the change inside ``[t-k, t+k]``: mass of the lag-1 colour change above its floor."""
+    def _centre(self, t: int, k: int) -> tuple[int, int, int]:
+        """Middle and span of the change inside ``[t-k, t+k]``: where the lag-1 colour change above
+        its floor has its mass (the middle 90% of it)."""
         d = np.nan_to_num(self.series.window("lag1", t - k + 1, t + k + 1))
         w = np.maximum(d - np.median(d), 0)
         if w.sum() <= 0:
-            return t
-        return int(round(float((np.arange(t - k + 1, t + k + 1) * w).sum() / w.sum())))
+            return t, t - k, t + k
+        frames = np.arange(t - k + 1, t + k + 1)
+        mass = np.cumsum(w) / w.sum()
+        start, end = int(frames[np.searchsorted(mass, 0.05)]), int(frames[np.searchsorted(mass, 0.95)]) + 1
+        return int(round(float((frames * w).sum() / w.sum()))), start, end
 
     def _fade_extent(self, start: int, end: int) -> tuple[int, int]:
         """Grow a span that touches black frames over the fade around them: back while the picture
@@ -232,14 +259,16 @@ class FastCutDetector(ShotDetector):
             last += 1
         return min(start, start - reach + first), max(end, start - reach + last + 1)
 
-    def _accept(self, frame: int, kind: str, k: int, strength: float) -> None:
+    def _accept(self, frame: int, kind: str, span: tuple[int, int] | int, strength: float) -> None:
         """Add a boundary, or merge it with the previous one when their frame spans touch (a cut into
         black followed by a fade-in is one transition; a long fade is found at two scales)."""
         c = self.config
         if frame <= 0:
             return
-        start, end = (frame, frame) if kind == "cut" else (max(0, frame - k), frame + k)
+        start, end = (frame, frame) if kind == "cut" else (max(0, min(span[0], frame)), max(span[1], frame + 1))
         start, end = self._fade_extent(start, end)
+        if kind == "cut" and end > start:
+            kind = "gradual"  # a cut into or out of a fade: the fade is the transition
         event = {"frame": frame, "kind": kind, "start": start, "end": end, "strength": strength}
         if self._events and start - self._events[-1]["end"] < c.min_shot_frames:
             last = self._events.pop()
