@@ -373,5 +373,4 @@ def random_script(seed: int, seconds: float, fps: int = 25) -> tuple[list[ShotSp
             else:
                 kind = ["fade", "fade_out", "fade_in"][int(rng.integers(0, 3))]
                 transitions.append(TransitionSpec(kind, int(rng.integers(10, 41))))
-                total += transitions[-1].length
     return shots, transitions

@@ -8,7 +8,6 @@ distance) or sustained fast motion (a change no larger than its neighbourhood's)
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ from .shots import ShotDetector
 @dataclass
 class FastCutConfig:
     block: int = 64  # frames per vectorized feature block (amortises numpy call overhead)
+    decide_every: int = 256  # frames settled per decision step (its window has ~200 frames of context)
     cut_threshold: float = 0.15  # cut distance always needed (static-scene noise ~0.02; busier shots rely on the ratio)
     cut_ratio: float = 3.0  # ... and this multiple of the local baseline (median of neighbours each side)
     baseline_radius: int = 12  # neighbours on each side for the baseline (~0.5 s at 25 fps)
@@ -63,16 +63,16 @@ class Series:
 
 
 def _rolling_median(x: np.ndarray, lo_offset: int, hi_offset: int) -> np.ndarray:
-    """For each i, the nan-median of ``x[i + lo_offset : i + hi_offset]`` (clipped to the array)."""
+    """For each i, the median of ``x[i + lo_offset : i + hi_offset]``; unknown values (before the
+    first or after the last frame) count as the window's typical value."""
     n = len(x)
-    width = hi_offset - lo_offset
-    padded = np.concatenate([np.full(max(0, -lo_offset), np.nan), x, np.full(max(0, hi_offset), np.nan)])
+    known = x[~np.isnan(x)]
+    typical = float(np.median(known)) if known.size else 0.0
+    x = np.where(np.isnan(x), typical, x)
+    padded = np.concatenate([np.full(max(0, -lo_offset), typical), x, np.full(max(0, hi_offset), typical)])
     start = max(0, -lo_offset) + lo_offset
-    view = np.lib.stride_tricks.sliding_window_view(padded, width)[start : start + n]
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-nan rows (before the first frame) read as 0
-        out = np.nanmedian(view, axis=1) if np.isnan(view).any() else np.median(view, axis=1)
-    return np.nan_to_num(out, nan=0.0)
+    view = np.lib.stride_tricks.sliding_window_view(padded, hi_offset - lo_offset)[start : start + n]
+    return np.median(view, axis=1)
 
 
 class FastCutDetector(ShotDetector):
@@ -133,7 +133,8 @@ class FastCutDetector(ShotDetector):
         self._window, self._window_base = feats, base  # what _cross may look at
         self._cross(final=False)
         self._tail = feats.take(slice(max(0, len(feats) - self.lookback), len(feats)))
-        self._decide(self.frames - self.delay, final=False)
+        if self.frames - self.delay - self._decided >= self.config.decide_every:
+            self._decide(self.frames - self.delay, final=False)
 
     def _cross(self, final: bool) -> None:
         """``cross[t]``: the smallest cut distance between a frame before ``t`` and one from ``t`` on,

@@ -39,23 +39,24 @@ class Features:
 
 
 def compute_features(thumbs: np.ndarray) -> Features:
-    """``thumbs``: ``[n, H, W, 3]`` uint8 RGB (H, W divisible by nothing in particular)."""
+    """``thumbs``: ``[n, H, W, 3]`` uint8 RGB. Reductions run over contiguous axes, in stages."""
     n, h, w, _ = thumbs.shape
+    rows, cols = GRID
     x = thumbs.astype(np.float32)
     luma = x @ LUMA  # [n, h, w]
     hh, ww = h - h % 2, w - w % 2
-    binned = luma[:, :hh, :ww].reshape(n, hh // 2, 2, ww // 2, 2).mean(axis=(2, 4))
-    rows, cols = GRID
+    binned = 0.25 * (luma[:, 0:hh:2, 0:ww:2] + luma[:, 1:hh:2, 0:ww:2] + luma[:, 0:hh:2, 1:ww:2] + luma[:, 1:hh:2, 1:ww:2])
     gh, gw = h - h % rows, w - w % cols
-    grid = x[:, :gh, :gw].reshape(n, rows, gh // rows, cols, gw // cols, 3).mean(axis=(2, 4)) / 255.0
-    q = (thumbs >> (8 - HIST_BITS)).astype(np.int32)
+    band = x[:, :gh].reshape(n, rows, gh // rows, w, 3).sum(axis=2)[:, :, :gw]  # [n, rows, w, 3]
+    grid = band.reshape(n, rows, cols, gw // cols, 3).sum(axis=3) / ((gh // rows) * (gw // cols) * 255.0)
+    q = thumbs >> (8 - HIST_BITS)
     bins = 1 << (3 * HIST_BITS)
-    code = (q[..., 0] << (2 * HIST_BITS)) | (q[..., 1] << HIST_BITS) | q[..., 2]
-    code = code.reshape(n, -1) + (np.arange(n, dtype=np.int32) * bins)[:, None]
+    code = ((q[..., 0].astype(np.int32) << (2 * HIST_BITS)) | (q[..., 1] << HIST_BITS) | q[..., 2]).reshape(n, -1)
+    code += (np.arange(n, dtype=np.int32) * bins)[:, None]
     hist = np.bincount(code.ravel(), minlength=n * bins).reshape(n, bins).astype(np.float32) / (h * w)
     hist = _smooth_hist(hist)
-    return Features(binned.astype(np.float32), grid.reshape(n, -1).astype(np.float32), hist,
-                    luma.mean(axis=(1, 2)).astype(np.float32))
+    return Features(np.ascontiguousarray(binned), grid.reshape(n, -1).astype(np.float32), hist,
+                    binned.reshape(n, -1).mean(axis=1).astype(np.float32))
 
 
 def _smooth_hist(hist: np.ndarray) -> np.ndarray:
