@@ -24,7 +24,7 @@ class DecodeConfig:
     pix_fmt: str = "rgb24"  # TransNetV2 and the colour histograms need colour
     interpolation: str = "BICUBIC"  # ffmpeg's default scaler, the one TransNetV2 was trained on; same cost as bilinear
     threads: int = 0  # decoder threads; 0 lets FFmpeg choose (frame threads on all cores)
-    skip_loop_filter: bool = False  # skip H.264/HEVC deblocking: ~25% faster decode, thumbnails barely change; off = exact frames
+    skip_loop_filter: bool = False  # skip H.264/HEVC deblocking: about a quarter faster decode, thumbnails barely change; off = exact frames
 
 
 class DecodeStats:

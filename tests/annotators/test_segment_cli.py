@@ -35,3 +35,14 @@ def test_segment_summary_and_errors(edited_video, capsys, tmp_path):
     bad.write_bytes(b"not a video at all")
     assert main(["segment", str(bad)]) == 1
     assert "bad.mp4" in capsys.readouterr().err
+
+
+def test_help_lists_the_nested_settings(capsys):
+    """Every SegmentConfig field becomes a flag, and the help renders (no stray % in a comment)."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--fast.cut-threshold" in out and "--decode.skip-loop-filter" in out and "--clips.max-seconds" in out
