@@ -108,7 +108,7 @@ def run_scenedetect(path: str, kind: str, max_frames: int | None) -> tuple[list[
     manager.detect_scenes(video, end_time=max_frames if max_frames else None, show_progress=False)
     scenes = manager.get_scene_list()
     n = video.frame_number
-    return [s[0].get_frames() for s in scenes[1:]], n, time.perf_counter() - started
+    return [s[0].frame_num for s in scenes[1:]], n, time.perf_counter() - started
 
 
 METHODS = {
