@@ -45,7 +45,7 @@ def ray_session(s3_server):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
+        ray.init(address="local", num_cpus=4, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
                  log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
