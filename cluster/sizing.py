@@ -38,15 +38,21 @@ class Assumptions:
     gpus_per_node: int = 8  # p5.48xlarge
 
 
-def measured(decode_scale: str, ingest: str, dataset: str | None) -> dict:
-    """The figures taken from benchmark outputs."""
+def measured(decode_scale: str, ingest: str, dataset: str | None, execution_s: float | None = None) -> dict:
+    """The figures taken from benchmark outputs. ``execution_s``: the Ray Data execution time that
+    bench/ingest.py's log prints ("execution finished in N seconds"), to leave Ray's start-up out."""
     with open(decode_scale) as f:
         rows = {r["clip"]: r for r in json.load(f)["rows"]}
     with open(ingest) as f:
         ingest_figures = json.load(f)
+    if execution_s:
+        rate = ingest_figures["video_seconds"] / execution_s
+        ingest_figures["ratio_ingest_to_decode"] = rate / ingest_figures["decode_only_video_s_per_s"]
     out = {
         "segment_720p": rows[REAL_720P]["segment_video_s_per_core_s"],
         "segment_1080p": rows[REAL_1080P]["segment_video_s_per_core_s"],
+        "segment_no_deblock_720p": rows[REAL_720P]["segment_skip_deblock_video_s_per_core_s"],
+        "segment_no_deblock_1080p": rows[REAL_1080P]["segment_skip_deblock_video_s_per_core_s"],
         "decode_720p": rows[REAL_720P]["decode_video_s_per_core_s"],
         "decode_1080p": rows[REAL_1080P]["decode_video_s_per_core_s"],
         "segment_vs_decode_720p": rows[REAL_720P]["segment_vs_decode"],
@@ -106,12 +112,18 @@ def main(argv=None) -> int:
     parser.add_argument("--decode-scale", required=True, help="results.json of bench/decode_scale.py")
     parser.add_argument("--ingest", required=True, help="--json output of bench/ingest.py on real-like 720p clips")
     parser.add_argument("--dataset", help="a local dataset ingested from real-like clips (metadata bytes per clip)")
+    parser.add_argument("--ingest-execution-s", type=float,
+                        help="Ray Data execution seconds from bench/ingest.py's log (leaves Ray start-up out)")
+    parser.add_argument("--skip-deblock", action="store_true",
+                        help="size with segment.decode.skip_loop_filter on (the measured no-deblock rates)")
     parser.add_argument("--captions-per-gpu-s", type=float, help="from bench/captioning.py on one GPU (placeholder until measured)")
     for name, value in asdict(Assumptions()).items():
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = parser.parse_args(argv)
     assumptions = Assumptions(**{k: getattr(args, k) for k in asdict(Assumptions())})
-    m = measured(args.decode_scale, args.ingest, args.dataset)
+    m = measured(args.decode_scale, args.ingest, args.dataset, args.ingest_execution_s)
+    if args.skip_deblock:
+        m["segment_720p"], m["segment_1080p"] = m["segment_no_deblock_720p"], m["segment_no_deblock_1080p"]
     result = plan(m, assumptions, args.captions_per_gpu_s)
     json.dump({"measured": m, "assumptions": asdict(assumptions), "plan": result}, sys.stdout, indent=2)
     print()

@@ -220,9 +220,13 @@ def check_resources(config: dict, pods: dict[str, dict], maxima: dict[str, int])
         for resource, (sec, key) in per_actor.items():
             amount = float(config[sec][key])
             capacity = sum(res.get(resource, 0) * maxima[name] for name, res in pods.items())
-            if size * amount > capacity:
-                problems.append(f"{section}.{size_key}={size} actors x {amount:g} {resource} exceeds the "
-                                f"cluster's {capacity:g} {resource} at maximum size")
+            # CPU actors share the CPUs with the tasks that feed them: a pool holding most of them starves
+            # its own input (seen on a 2-CPU machine: 8 one-CPU writers, no CPU left to decode, no progress)
+            usable = capacity / 2 if resource == "CPU" else capacity
+            if size * amount > usable:
+                problems.append(f"{section}.{size_key}={size} actors x {amount:g} {resource} exceeds "
+                                f"{usable:g} {resource} ({'half of ' if resource == 'CPU' else ''}the cluster's "
+                                f"{capacity:g} at maximum size)")
     tp = config.get("captioner", {}).get("model", {}).get("tensor_parallel_size")
     if tp is not None and "pipeline" in config and float(config["pipeline"]["num_gpus"]) != float(tp):
         problems.append(f"pipeline.num_gpus={config['pipeline']['num_gpus']} must equal "
@@ -488,3 +492,10 @@ def test_every_ray_pod_takes_s3_credentials_from_the_secret():
         for env in container.get("env", []):
             if re.search(r"KEY|SECRET|TOKEN|PASSWORD", env["name"]):
                 assert "secretKeyRef" in env.get("valueFrom", {}), f"{name}: {env['name']} must come from a Secret"
+
+
+def test_decode_threads_match_the_segment_cpu_share():
+    """FFmpeg's default (0) starts a thread per visible core in every task: 30 tasks x 16 threads."""
+    ingest = stage_configs()["ingest"]
+    threads = ingest["segment"]["decode"]["threads"]
+    assert 1 <= threads <= max(1, round(ingest["resources"]["segment_cpus"])), threads
