@@ -11,6 +11,7 @@ import sys
 # module path → registers one or more sub-commands
 COMMAND_MODULES = [
     "longvid.pipelines.ingest_cli",  # ingest, probe, demo
+    "longvid.pipelines.annotate_cli",  # annotate (captions, summary + QA layers)
 ]
 
 
