@@ -1,0 +1,368 @@
+"""Ingestion: manifest → fetch → dedup → probe → segment → plan → write, on Ray Data.
+
+The pipeline is the list returned by :func:`build_stages`; each stage is an annotator plus its
+resources. Writers commit whole shards, then index parts; a rerun skips what is committed and
+retries what failed. Failures are ledger rows, never crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import ray
+
+from ..annotators.base import Resources, Stage
+from ..annotators.fetch import Fetch, FetchConfig
+from ..annotators.plan import Plan, video_record
+from ..annotators.probe import Probe
+from ..annotators.segment import Segment, SegmentConfig
+from ..shards.dataset import finalize
+from ..shards.index import read_index_parts, repair_index_parts, write_index_part
+from ..shards.ledger import Ledger, new_run_id
+from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
+from ..shards.storage import Storage
+from ..shards.writer import ShardWriter, encode_json, shard_number
+from .manifest import read_manifest
+from .stages import ActorStage, StageSpec, decode_row, encode_row, row_mapper
+
+log = logging.getLogger("longvid")
+
+
+@dataclass
+class ShardConfig:
+    max_bytes: int = 1 << 30  # 1 GiB: large enough for sequential reads, small enough to retry an upload
+    max_videos: int = 64  # videos per shard (and per writer call): bounds what a killed writer loses
+
+
+@dataclass
+class StageResourcesConfig:
+    fetch_cpus: float = 0.25  # fetch is network-bound: four fetches share a core
+    probe_cpus: float = 0.25  # header parsing only
+    segment_cpus: float = 1.0  # one streamed decode per video fills a core
+    plan_cpus: float = 0.1  # arithmetic
+    write_cpus: float = 0.5  # tar writing and upload
+    writers: int = 2  # shard-writer actors (each writes its own shards in parallel)
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # cluster to join ("auto" inside `ray job submit`); unset: RAY_ADDRESS or a new local Ray
+    num_cpus: int | None = None  # logical CPUs of a new local Ray (default: the machine's cores)
+    object_store_mb: int = 1024  # object store of a new local Ray; rows carry whole videos
+    progress_bars: bool = True  # Ray Data's per-stage progress bars
+
+
+@dataclass
+class IngestConfig:
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    resources: StageResourcesConfig = field(default_factory=StageResourcesConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    ledger_flush_s: float = 10.0  # how often the ledger is saved while running (a kill loses at most this)
+    progress_s: float = 5.0  # seconds between progress lines
+
+
+# -- shared state across workers -------------------------------------------------------------
+
+
+@ray.remote(num_cpus=0)
+class ContentRegistry:
+    """Content hash → the first video key holding it; and keys already committed to a shard."""
+
+    def __init__(self, owners: dict[str, str], committed: list[str]):
+        self.owners = dict(owners)
+        self.committed = set(committed)
+
+    def claim(self, sha256: str, key: str) -> str:
+        return self.owners.setdefault(sha256, key)
+
+    def uncommitted(self, keys: list[str]) -> list[str]:
+        return [k for k in keys if k not in self.committed]
+
+    def mark_committed(self, keys: list[str]) -> None:
+        self.committed.update(keys)
+
+
+@ray.remote(num_cpus=0)
+class ShardCounter:
+    def __init__(self, start: int):
+        self.value = start
+
+    def next(self) -> int:
+        self.value += 1
+        return self.value - 1
+
+
+class Dedup(Stage):
+    """Marks an item whose content another key already holds; its bytes are dropped."""
+
+    name = "dedup"
+    resources = Resources(num_cpus=0.05)
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def process(self, item: dict) -> dict:
+        owner = ray.get(self.registry.claim.remote(item["sha256"], item["video_id"]))
+        if owner != item["video_id"]:
+            item["duplicate_of"] = owner
+            item["media"] = None
+        return item
+
+
+def build_stages(config: IngestConfig, registry) -> list[StageSpec]:
+    """The pipeline, top to bottom (the writer is added by :func:`run_ingest`)."""
+    r = config.resources
+    return [
+        StageSpec(Fetch(config.fetch), num_cpus=r.fetch_cpus),
+        StageSpec(Dedup(registry), num_cpus=0.05),
+        StageSpec(Probe(), num_cpus=r.probe_cpus),
+        StageSpec(Segment(config.segment), num_cpus=r.segment_cpus),
+        StageSpec(Plan(), num_cpus=r.plan_cpus),
+    ]
+
+
+# -- the writer ------------------------------------------------------------------------------
+
+
+def ledger_row(item: dict, shard: str | None = None) -> dict:
+    """The ledger's view of a finished item."""
+    src = item["source"]
+    row = {"source_index": src["source_index"], "url": src["url"], "video_id": item.get("video_id"),
+           "sha256": item.get("sha256"), "duration": (item.get("probe") or {}).get("duration")}
+    if item.get("failed"):
+        row.update(status=STATUS_FAILED, action="failed", stage=item["failed"]["stage"], reason=item["failed"]["reason"])
+    elif item.get("duplicate_of"):
+        row.update(status=STATUS_OK, action="duplicate", stage="dedup", duplicate_of=item["duplicate_of"],
+                   reason=item.get("duplicate_reason", "same content as another source (sha256)"))
+    else:
+        row.update(status=STATUS_OK, action="written", stage="write", shard=shard)
+    return row
+
+
+class ShardWriteStage:
+    """Actor: writes each batch of finished items into whole shards, then their index parts."""
+
+    def __init__(self, root: str, counter, registry, shard_config: ShardConfig):
+        self.storage = Storage.for_uri(root)
+        self.counter, self.registry = counter, registry
+        self.config = shard_config
+
+    def __call__(self, batch: dict) -> dict:
+        items = [decode_row({"item": i, "media": m}) for i, m in zip(batch["item"], batch["media"])]
+        good = [it for it in items if not (it.get("failed") or it.get("duplicate_of"))]
+        fresh = set(ray.get(self.registry.uncommitted.remote([it["video_id"] for it in good])))
+        records: dict[str, dict] = {}
+        shard_of: dict[str, str] = {}
+
+        def on_commit(shard):
+            write_index_part(self.storage, shard, records)
+            keys = [s.key for s in shard.samples]
+            ray.get(self.registry.mark_committed.remote(keys))
+            shard_of.update({k: shard.name for k in keys})
+
+        writer = ShardWriter(self.storage, lambda: ray.get(self.counter.next.remote()),
+                             max_bytes=self.config.max_bytes, max_samples=self.config.max_videos, on_commit=on_commit)
+        with writer:
+            for it in good:
+                key = it["video_id"]
+                if key not in fresh:  # a retried batch: already committed by an earlier attempt
+                    continue
+                record = video_record(it)
+                records[key] = record
+                writer.write(key, {"json": encode_json(record), it["probe"]["media_ext"]: it["media"]})
+                it["media"] = None
+        rows = [ledger_row(it, shard_of.get(it.get("video_id"))) for it in items]
+        return {"ledger": [json.dumps(r) for r in rows]}
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    sources: int = 0
+    written: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    failures: Counter = field(default_factory=Counter)  # "stage: reason" → count
+    video_seconds: float = 0.0
+    clips: int = 0
+    shards_written: int = 0
+    wall_s: float = 0.0
+    dataset: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["failures"] = dict(self.failures)
+        return d
+
+    def format(self) -> str:
+        rate = self.video_seconds / self.wall_s if self.wall_s else 0.0
+        lines = [
+            f"run {self.run_id}: {self.sources} sources in {self.wall_s:.1f} s",
+            f"  written {self.written} · skipped (already committed) {self.skipped} · duplicates {self.duplicates} · failed {self.failed}",
+            f"  ingested {self.video_seconds / 3600:.3f} h of video ({self.video_seconds:.1f} s) · {self.clips} clips · "
+            f"{self.shards_written} new shards · {rate:.1f} video-seconds/s",
+        ]
+        for reason, n in self.failures.most_common():
+            lines.append(f"  failed ×{n}: {reason}")
+        if self.dataset:
+            c = self.dataset["counts"]
+            lines.append(f"  dataset: {c['videos']} videos, {c['clips']} clips, {c['shards']} shards, {self.dataset['hours']:.3f} h")
+        return "\n".join(lines)
+
+
+def connect_ray(config: RayConfig) -> bool:
+    """Join or start Ray; True when this call started it (and so should stop it)."""
+    if ray.is_initialized():
+        return False
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=config.num_cpus, object_store_memory=config.object_store_mb << 20,
+                 include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def _committed_state(storage: Storage) -> tuple[dict[str, str], set[str], int]:
+    """(sha256 → key, committed keys, next shard number) from what is on storage."""
+    repaired = repair_index_parts(storage)
+    if repaired:
+        log.warning("rebuilt index parts of %d shard(s) committed by a killed run", len(repaired))
+    videos, _ = read_index_parts(storage)
+    owners = dict(zip(videos["sha256"].to_pylist(), videos["key"].to_pylist()))
+    numbers = [shard_number(p) for p in storage.list("videos") if p.endswith(".tar")]
+    return owners, set(videos["key"].to_pylist()), (max(numbers) + 1 if numbers else 0)
+
+
+def _plan_sources(rows: list[dict], committed: set[str], ledger: Ledger, summary: IngestSummary) -> list[dict]:
+    """Drop what needs no work (bad rows, committed keys, repeated URLs), recording each."""
+    todo, seen = [], {}
+    for row in rows:
+        base = {"source_index": row["source_index"], "url": row["url"]}
+        if not row["url"]:
+            ledger.add(**base, status=STATUS_FAILED, action="failed", stage="manifest", reason="empty url")
+            summary.failed += 1
+            summary.failures["manifest: empty url"] += 1
+            continue
+        key = video_id_for(row["url"])
+        if key in committed:
+            ledger.add(**base, video_id=key, status=STATUS_OK, action="skipped", stage="resume", reason="already committed")
+            summary.skipped += 1
+        elif key in seen:
+            ledger.add(**base, video_id=key, status=STATUS_OK, action="duplicate", stage="manifest",
+                       duplicate_of=key, reason=f"same URL as manifest row {seen[key]}")
+            summary.duplicates += 1
+        else:
+            seen[key] = row["source_index"]
+            todo.append({"source": row, "video_id": key})
+    return todo
+
+
+def _build_dataset(items: list[dict], stages: list[StageSpec], out: str, config: IngestConfig, counter, registry):
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = config.ray.progress_bars
+    ds = ray.data.from_items([encode_row(dict(it)) for it in items], override_num_blocks=max(1, min(len(items), 10000)))
+    for spec in stages:  # the pipeline, top to bottom
+        if spec.actors:
+            ds = ds.map_batches(ActorStage, fn_constructor_args=(spec.stage,), batch_size=spec.batch_size,
+                                compute=ray.data.ActorPoolStrategy(size=spec.actors),
+                                num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)
+        else:
+            ds = ds.map(row_mapper(spec.stage), num_cpus=spec.num_cpus)
+    return ds.map_batches(
+        ShardWriteStage, fn_constructor_args=(out, counter, registry, config.shards),
+        batch_size=config.shards.max_videos, num_cpus=config.resources.write_cpus,
+        compute=ray.data.ActorPoolStrategy(size=max(1, config.resources.writers)),
+    )
+
+
+def _record(row: dict, ledger: Ledger, summary: IngestSummary, shards: set[str], clips: dict) -> None:
+    ledger.add(**row)
+    if row["action"] == "written":
+        summary.written += 1
+        summary.video_seconds += row.get("duration") or 0.0
+        shards.add(row["shard"])
+    elif row["action"] == "duplicate":
+        summary.duplicates += 1
+    else:
+        summary.failed += 1
+        summary.failures[f"{row['stage']}: {row['reason']}"] += 1
+
+
+def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_stream=sys.stderr) -> IngestSummary:
+    config = config or IngestConfig()
+    t0 = time.time()
+    storage = Storage.for_uri(out)
+    summary = IngestSummary(run_id=new_run_id())
+    ledger = Ledger(storage, summary.run_id)
+    rows = read_manifest(manifest)
+    summary.sources = len(rows)
+    owners, committed, next_shard = _committed_state(storage)
+    todo = _plan_sources(rows, committed, ledger, summary)
+    print(f"[longvid] run {summary.run_id}: {len(rows)} sources, {len(todo)} to process, "
+          f"{summary.skipped} already committed → {storage.root}", file=log_stream, flush=True)
+    started = connect_ray(config.ray)
+    try:
+        if todo:
+            registry = ContentRegistry.remote(owners, sorted(committed))
+            counter = ShardCounter.remote(next_shard)
+            ds = _build_dataset(todo, build_stages(config, registry), out, config, counter, registry)
+            shards: set[str] = set()
+            last_flush = last_progress = time.time()
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for text in batch["ledger"]:
+                    _record(json.loads(text), ledger, summary, shards, {})
+                now = time.time()
+                if now - last_flush > config.ledger_flush_s:
+                    ledger.flush()
+                    last_flush = now
+                if now - last_progress > config.progress_s:
+                    done = summary.written + summary.failed + summary.duplicates + summary.skipped
+                    print(f"[longvid] {done}/{len(rows)} sources · written {summary.written} · failed {summary.failed}"
+                          f" · {summary.video_seconds / 3600:.2f} h · {now - t0:.0f} s", file=log_stream, flush=True)
+                    last_progress = now
+            summary.shards_written = len(shards)
+        _explain_duplicates_of_failures(ledger, summary)
+        ledger.flush()
+        summary.dataset = finalize(storage)
+        summary.clips = _clips_written(storage, ledger)
+    finally:
+        if started:
+            ray.shutdown()
+    summary.wall_s = time.time() - t0
+    return summary
+
+
+def _explain_duplicates_of_failures(ledger: Ledger, summary: IngestSummary) -> None:
+    """A duplicate of content whose first copy failed in this run failed too: say so."""
+    failed = {r["video_id"]: r for r in ledger.rows if r["status"] == STATUS_FAILED and r["video_id"]}
+    for r in ledger.rows:
+        first = failed.get(r.get("duplicate_of") or "")
+        if r["action"] == "duplicate" and first is not None:
+            r.update(status=STATUS_FAILED, action="failed", stage=first["stage"],
+                     reason=f"same content as {first['url']}, which failed: {first['reason']}")
+            summary.duplicates -= 1
+            summary.failed += 1
+            summary.failures[f"{first['stage']}: {first['reason']}"] += 1
+
+
+def _clips_written(storage: Storage, ledger: Ledger) -> int:
+    from ..shards.index import read_clips_index
+
+    written = {r["video_id"] for r in ledger.rows if r["action"] == "written"}
+    if not written:
+        return 0
+    keys = read_clips_index(storage)["key"].to_pylist()
+    return sum(1 for k in keys if k in written)
