@@ -109,8 +109,7 @@ def build_tiny_qwen2(path: str, sizes: TinySizes = TinySizes(), seed: int = 0) -
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
-        tie_word_embeddings=True,
-        torch_dtype="float32",
+        tie_word_embeddings=False,  # tied random embeddings make greedy decoding echo the last prompt token
     )
     model = Qwen2ForCausalLM(config).eval()
     os.makedirs(path, exist_ok=True)

@@ -9,6 +9,7 @@ span matches theirs). Nothing unchecked is stored; rejections keep their reason.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 from .captioners.base import producer_id
@@ -30,6 +31,8 @@ class WriterConfig:
     summary_max_words: int = 200  # asked of the model for the summary
     grounding_tolerance: float = 1.0  # seconds a temporal-grounding answer may differ from its clips' span
     structured_output: bool = True  # vLLM: constrain QA answers to the JSON schema (transformers: parse only)
+    max_text_chars: int = 300  # schema bound on a question, answer or event description (checks reject > 600)
+    on_overlong: str = "fail"  # a summary cut off at max_new_tokens: fail (to the ledger) | keep (stored as is)
 
 
 @dataclass
@@ -149,16 +152,20 @@ def check_qa(family: str, item: dict, timeline: VideoTimeline, tolerance: float 
             "evidence_spans": [[clips[i].start, clips[i].end] for i in evidence]}
 
 
-def qa_schema(family: str, num_clips: int, max_items: int) -> dict:
-    """The JSON schema a family's answer must follow (clip numbers bounded by the timeline)."""
+def qa_schema(family: str, timeline: VideoTimeline, max_items: int, max_chars: int = 300) -> dict:
+    """The JSON schema a family's answer must follow; clip numbers, counts and times are bounded
+    by the timeline (the checks still decide: a schema cannot say which clips are right)."""
+    num_clips = len(timeline.clips)
     clip = {"type": "integer", "minimum": 0, "maximum": max(0, num_clips - 1)}
-    text = {"type": "string", "minLength": 1, "maxLength": 300}
+    seconds = {"type": "number", "minimum": 0, "maximum": math.ceil(timeline.duration)}
+    text = {"type": "string", "minLength": 1, "maxLength": max_chars}
     clips = {"type": "array", "items": clip, "minItems": 1, "maxItems": max(1, num_clips)}
     item = {
         "event_understanding": {"question": text, "answer": text, "evidence": clips},
-        "event_counting": {"question": text, "answer": {"type": "integer", "minimum": 1}, "evidence": clips},
+        "event_counting": {"question": text, "answer": {"type": "integer", "minimum": 1, "maximum": max(1, num_clips)},
+                           "evidence": clips},
         "temporal_grounding": {"question": text, "evidence": clips, "answer": {
-            "type": "object", "properties": {"start": {"type": "number"}, "end": {"type": "number"}},
+            "type": "object", "properties": {"start": seconds, "end": seconds},
             "required": ["start", "end"], "additionalProperties": False}},
         "event_order": {"question": text, "events": {
             "type": "array", "minItems": 2, "maxItems": 4, "items": {
@@ -192,14 +199,19 @@ class VideoWriter:
     name = "writer"
     version = "1"  # of the checks and the stored QA layout; part of the producer record
 
-    def __init__(self, config: WriterConfig):
+    def __init__(self, config: WriterConfig, engine: Engine | None = None):
+        """``engine``: an already built engine of the same model to share (benchmarks, tests)."""
         unknown = set(config.families) - set(QA_FAMILIES)
         if unknown:
             raise ValueError(f"unknown QA families {sorted(unknown)}; known: {QA_FAMILIES}")
+        if config.on_overlong not in ("fail", "keep"):
+            raise ValueError(f"on_overlong must be fail or keep, got {config.on_overlong!r}")
+        if engine is not None and engine.config.model != config.model.model:
+            raise ValueError(f"shared engine runs {engine.config.model!r}, not {config.model.model!r}")
         self.config = config
         self.summary_prompt: PromptTemplate = load_prompt(config.summary_prompt)
         self.qa_prompts = {f: load_prompt(f"qa_{f}.{config.qa_prompt_version}") for f in config.families}
-        self.engine: Engine = make_engine(config.model, config.sampling)
+        self.engine: Engine = engine or make_engine(config.model)
 
     def setup(self) -> None:
         self.engine.load()
@@ -218,7 +230,8 @@ class VideoWriter:
             "sampling": {**asdict(c.sampling), "seed": c.model.seed},
             "engine": self.engine.info(),
             "checks": {"grounding_tolerance": c.grounding_tolerance, "structured_output": c.structured_output,
-                       "questions_per_family": c.questions_per_family},
+                       "questions_per_family": c.questions_per_family, "max_text_chars": c.max_text_chars,
+                       "summary_max_words": c.summary_max_words, "on_overlong": c.on_overlong},
         }
 
     def producer_id(self) -> str:
@@ -231,14 +244,15 @@ class VideoWriter:
         out = [("summary", GenerationRequest([{"role": "user", "content": text}]))]
         for family, prompt in self.qa_prompts.items():
             text = prompt.render(max_questions=c.questions_per_family, **common)
-            schema = qa_schema(family, len(video.clips), c.questions_per_family) if c.structured_output else None
+            schema = (qa_schema(family, video, c.questions_per_family, c.max_text_chars)
+                      if c.structured_output else None)
             out.append((family, GenerationRequest([{"role": "user", "content": text}], json_schema=schema)))
         return out
 
     def write(self, videos: list[VideoTimeline]) -> list[WrittenVideo]:
         """Summary and checked QA per video; every model call of the batch goes in one engine call."""
         tasks = [(v, task, req) for v in videos if v.clips for task, req in self._requests(v)]
-        generations = self.engine.generate([req for _, _, req in tasks])
+        generations = self.engine.generate([req for _, _, req in tasks], self.config.sampling)
         results = {v.key: WrittenVideo(v.key, None, [], []) for v in videos}
         for v in videos:
             if not v.clips:
@@ -248,7 +262,7 @@ class VideoWriter:
             result.num_tokens += gen.num_tokens
             if gen.error is not None:
                 result.rejected.append({"task": task, "reason": f"engine error: {gen.error}"})
-            elif gen.finish_reason == "length":
+            elif gen.finish_reason == "length" and (task != "summary" or self.config.on_overlong == "fail"):
                 result.rejected.append({"task": task, "reason": "over-long output: hit max_new_tokens="
                                         f"{self.config.sampling.max_new_tokens}"})
             elif task == "summary":

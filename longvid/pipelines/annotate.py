@@ -20,6 +20,7 @@ from ..shards.layers import layer_dir, layer_parts, read_layer, write_layer_meta
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.storage import Storage
 from .annotate_stages import CaptionActor, InlineCaptionActor, WriterActor, prepare_videos
+from .ingest import RayConfig, connect_ray
 
 
 @dataclass
@@ -42,7 +43,7 @@ class AnnotateConfig:
     writer: WriterConfig = field(default_factory=WriterConfig)  # or set writer.model.model to write summary + QA
     source_layer: str = ""  # writer input: LAYER/VERSION of clip captions (e.g. caption/v1)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    ray_address: str = ""  # empty: the cluster in RAY_ADDRESS if set, else a local Ray
+    ray: RayConfig = field(default_factory=RayConfig)  # which Ray to join or start (as for ingest)
     limit_videos: int = 0  # annotate only the first N videos (trials); 0 = all
 
 
@@ -258,22 +259,13 @@ def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
         f"{len(parts) - len(todo)} already committed{' (resumed)' if resumed else ''}")
     totals = {"videos": 0, "failed_videos": 0, "rows": 0, "failures": 0, "tokens": 0}
     started = time.time()
-    if todo:
-        if not ray.is_initialized():
-            ray.init(address=config.ray_address or None, include_dashboard=False, log_to_driver=False)
-        tracker = PartTracker(todo)
-        stage = "caption" if task == "caption" else "write"
-        for out in build_dataset(storage, config, task, todo).iter_rows():
-            result = json.loads(out["result"])
-            if tracker.add(out["part"], out["key"], result):
-                keys = [v["key"] for v in todo[out["part"]]]
-                counts = commit_part(storage, config, ledger, out["part"], todo[out["part"]],
-                                     tracker.take(out["part"], keys), stage)
-                for k in totals:
-                    totals[k] += counts[k]
-                log(f"  part {out['part']}: {counts['rows']} rows, {counts['failures']} failures")
-        if tracker.pending:
-            raise RuntimeError(f"the pipeline ended with parts unfinished: {sorted(tracker.pending)}")
+    ray_started = connect_ray(config.ray) if todo else False
+    try:
+        if todo:
+            totals = _run_parts(storage, config, task, todo, ledger, log)
+    finally:
+        if ray_started:
+            ray.shutdown()
     ledger.flush()
     elapsed = time.time() - started
     counts = layer_counts(storage, config) if layer_parts(storage, config.layer, config.version) else {}
@@ -283,4 +275,27 @@ def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
                    parts=len(parts), parts_skipped=len(parts) - len(todo), producer_id=recipe["producer_id"])
     log(json.dumps(summary, sort_keys=True))
     return summary
+
+
+def _run_parts(storage: Storage, config: AnnotateConfig, task: str, todo: dict[str, list[dict]], ledger: Ledger,
+               log) -> dict:
+    """Stream the model's results and commit each part as soon as its last video is in."""
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = config.ray.progress_bars
+    totals = {"videos": 0, "failed_videos": 0, "rows": 0, "failures": 0, "tokens": 0}
+    tracker = PartTracker(todo)
+    stage = "caption" if task == "caption" else "write"
+    for out in build_dataset(storage, config, task, todo).iter_rows():
+        result = json.loads(out["result"])
+        if tracker.add(out["part"], out["key"], result):
+            keys = [v["key"] for v in todo[out["part"]]]
+            counts = commit_part(storage, config, ledger, out["part"], todo[out["part"]],
+                                 tracker.take(out["part"], keys), stage)
+            for k in totals:
+                totals[k] += counts[k]
+            log(f"  part {out['part']}: {counts['rows']} rows, {counts['failures']} failures")
+    if tracker.pending:
+        raise RuntimeError(f"the pipeline ended with parts unfinished: {sorted(tracker.pending)}")
+    return totals
 

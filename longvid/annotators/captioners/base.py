@@ -72,11 +72,14 @@ class Captioner:
     name = "caption"
     version = "1"  # of this code's request layout; part of the producer record
 
-    def __init__(self, config: CaptionerConfig):
+    def __init__(self, config: CaptionerConfig, engine: Engine | None = None):
+        """``engine``: an already built engine of the same model to share (benchmarks, tests)."""
         check_captioner_config(config)
+        if engine is not None and engine.config.model != config.model.model:
+            raise ValueError(f"shared engine runs {engine.config.model!r}, not {config.model.model!r}")
         self.config = config
         self.prompt: PromptTemplate = load_prompt(config.prompt)
-        self.engine: Engine | None = None
+        self.engine: Engine | None = engine
         self._mode: str | None = None
 
     @property
@@ -92,7 +95,7 @@ class Captioner:
     def _engine(self) -> Engine:
         if self.engine is None:  # built here, loaded only in setup()
             limits = {"video": 1} if self.input_mode == "video" else {"image": self.config.max_frames}
-            self.engine = make_engine(self.config.model, self.config.sampling, mm_limits=limits)
+            self.engine = make_engine(self.config.model, mm_limits=limits)
         return self.engine
 
     def setup(self) -> None:
@@ -135,7 +138,7 @@ class Captioner:
     def caption(self, clips: list[ClipFrames]) -> list[Caption]:
         """One caption per clip, in order; failures are returned, not raised."""
         self.setup()
-        generations = self.engine.generate([self.request(c) for c in clips])
+        generations = self.engine.generate([self.request(c) for c in clips], self.config.sampling)
         out = []
         for clip, gen in zip(clips, generations):
             error = gen.error

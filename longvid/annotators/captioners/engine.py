@@ -86,19 +86,20 @@ def check_model_config(config: ModelConfig) -> None:
 
 
 class Engine:
-    """Base of the backends. ``load`` once per worker; ``generate`` many times."""
+    """Base of the backends: a loaded model. ``load`` once per worker; ``generate`` many times,
+    each call with its own sampling settings (so captioners differing only in prompt, policy or
+    sampling can share one engine)."""
 
     name = "engine"
 
-    def __init__(self, config: ModelConfig, sampling: SamplingConfig):
+    def __init__(self, config: ModelConfig):
         check_model_config(config)
         self.config = config
-        self.sampling = sampling
 
     def load(self) -> None:
         raise NotImplementedError
 
-    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[Generation]:
         raise NotImplementedError
 
     def info(self) -> dict:
@@ -113,13 +114,14 @@ class Engine:
         """Free the model (tests and benchmarks load several in one process)."""
 
 
-def make_engine(config: ModelConfig, sampling: SamplingConfig, mm_limits: dict | None = None) -> Engine:
-    """The configured backend; ``mm_limits`` is the most images/videos one prompt carries."""
+def make_engine(config: ModelConfig, mm_limits: dict | None = None) -> Engine:
+    """The configured backend (not loaded yet); ``mm_limits`` is the most images/videos one
+    prompt carries."""
     check_model_config(config)
     if config.backend == "vllm":
         from .vllm_backend import VllmEngine
 
-        return VllmEngine(config, sampling, mm_limits)
+        return VllmEngine(config, mm_limits)
     from .transformers_backend import TransformersEngine
 
-    return TransformersEngine(config, sampling)
+    return TransformersEngine(config)

@@ -42,11 +42,12 @@ class PrepareCaptionFrames(Stage):
 
 
 class CaptionStage(Stage):
-    """Model: captions every clip of an item into ``item["annotations"][layer][version]``.
+    """Model: captions every clip of each item into ``item["annotations"][layer][version]``
+    (``producer``, ``producer_id``, layer ``rows``, and ``failures`` with reasons).
 
     Uses ``item["caption_inputs"]`` when a preparation stage ran before it, else decodes inline
-    (slower: the model waits on the decode). Clip failures are listed under ``failures``; an item
-    whose every clip failed raises :class:`ItemFailed`.
+    (slower: the model waits on the decode). A caption failure never fails the video itself:
+    captions are an optional layer, and the failure is listed for the ledger.
     """
 
     name = "caption"
@@ -67,19 +68,28 @@ class CaptionStage(Stage):
         self._producer = self.captioner.producer()
 
     def process(self, item: dict) -> dict:
-        if self.captioner is None:
-            raise RuntimeError("CaptionStage.setup() must run before process()")
+        self.process_batch([item])
+        return item
+
+    def _inputs(self, item: dict) -> tuple[list[ClipFrames], list[dict]]:
         rows = item.pop("caption_inputs", None)
         if rows is None:
-            rows = PrepareCaptionFrames(self.config).process(item)["caption_inputs"]
-            item.pop("caption_inputs")
-        clips = [ClipFrames.from_row(r) for r in rows]
-        captions = self.captioner.caption(clips)
-        failures = [{"clip_id": c.clip_id, "reason": c.error} for c in captions if not c.ok]
-        if clips and len(failures) == len(clips):
-            raise ItemFailed(f"captioning failed for all {len(clips)} clips; first: {failures[0]['reason']}")
+            try:
+                rows = PrepareCaptionFrames(self.config).process(item).pop("caption_inputs")
+            except ItemFailed as exc:
+                return [], [{"clip_id": None, "reason": exc.reason}]
+        return [ClipFrames.from_row(r) for r in rows], []
+
+    def process_batch(self, items: list[dict]) -> None:
+        """Caption the clips of all ``items`` in one engine call (they are updated in place)."""
+        if self.captioner is None:
+            raise RuntimeError("CaptionStage.setup() must run before process()")
+        inputs = [self._inputs(item) for item in items]
+        captions = iter(self.captioner.caption([c for clips, _ in inputs for c in clips]))
         pid = producer_id(self._producer)
-        layer = item.setdefault("annotations", {}).setdefault(self.layer, {})
-        layer[self.layer_version] = {"producer": self._producer, "producer_id": pid,
-                                     "rows": caption_rows(captions, pid), "failures": failures}
-        return item
+        for item, (clips, failures) in zip(items, inputs):
+            mine = [next(captions) for _ in clips]
+            failures = failures + [{"clip_id": c.clip_id, "reason": c.error} for c in mine if not c.ok]
+            layer = item.setdefault("annotations", {}).setdefault(self.layer, {})
+            layer[self.layer_version] = {"producer": self._producer, "producer_id": pid,
+                                         "rows": caption_rows(mine, pid), "failures": failures}

@@ -14,8 +14,8 @@ from .vllm_backend import chat_templater, render_chat
 class TransformersEngine(Engine):
     name = "transformers"
 
-    def __init__(self, config: ModelConfig, sampling: SamplingConfig):
-        super().__init__(config, sampling)
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
         self.model = None
         self.templater = None
         self.tokenizer = None
@@ -65,26 +65,23 @@ class TransformersEngine(Engine):
             self.templater = chat_templater(self.config.model, self.config.trust_remote_code)
         return render_chat(self.templater, request.messages)
 
-    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[Generation]:
         self.load()
         out: list[Generation] = []
         size = self.config.batch_size
         for i in range(0, len(requests), size):
             chunk = requests[i : i + size]
             try:
-                out.extend(self._generate_chunk(chunk))
-            except Exception as exc:  # noqa: BLE001 - isolate the request that broke the batch
-                if len(chunk) == 1:
-                    out.append(Generation("", 0, "error", f"{type(exc).__name__}: {exc}"))
-                else:
-                    out.extend(self.generate_each(chunk))
+                out.extend(self._generate_chunk(chunk, sampling))
+            except Exception:  # noqa: BLE001 - isolate the request that broke the batch
+                out.extend(self._generate_each(chunk, sampling))
         return out
 
-    def generate_each(self, requests: list[GenerationRequest]) -> list[Generation]:
+    def _generate_each(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[Generation]:
         out = []
         for request in requests:
             try:
-                out.extend(self._generate_chunk([request]))
+                out.extend(self._generate_chunk([request], sampling))
             except Exception as exc:  # noqa: BLE001 - the engine's reason is the item's reason
                 out.append(Generation("", 0, "error", f"{type(exc).__name__}: {exc}"))
         return out
@@ -100,10 +97,9 @@ class TransformersEngine(Engine):
             kwargs["images"] = [list(r.images) for r in requests]
         return self.templater(text=texts, padding=True, return_tensors="pt", **kwargs)
 
-    def _generate_chunk(self, requests: list[GenerationRequest]) -> list[Generation]:
+    def _generate_chunk(self, requests: list[GenerationRequest], s: SamplingConfig) -> list[Generation]:
         import torch
 
-        s = self.sampling
         inputs = self._inputs(requests).to(self.model.device)
         if "pixel_values" in inputs and inputs["pixel_values"].dtype.is_floating_point:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

@@ -29,8 +29,8 @@ def render_chat(templater, messages: list[dict]) -> str:
 class VllmEngine(Engine):
     name = "vllm"
 
-    def __init__(self, config: ModelConfig, sampling: SamplingConfig, mm_limits: dict | None = None):
-        super().__init__(config, sampling)
+    def __init__(self, config: ModelConfig, mm_limits: dict | None = None):
+        super().__init__(config)
         self.mm_limits = dict(mm_limits or {})  # e.g. {"image": 8} or {"video": 1}
         self.llm = None
         self.templater = None
@@ -54,6 +54,9 @@ class VllmEngine(Engine):
             seed=c.seed,
             enforce_eager=c.enforce_eager,
             trust_remote_code=c.trust_remote_code,
+            # compact JSON under a schema: free whitespace lets a weak model pad forever instead of
+            # answering (an engine-level switch; the per-request one is not honoured)
+            structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
         )
         if self.mm_limits:
             kwargs["limit_mm_per_prompt"] = self.mm_limits
@@ -82,10 +85,9 @@ class VllmEngine(Engine):
             self.templater = chat_templater(self.config.model, self.config.trust_remote_code)
         return render_chat(self.templater, request.messages)
 
-    def _params(self, request: GenerationRequest):
+    def _params(self, request: GenerationRequest, s: SamplingConfig):
         from vllm import SamplingParams
 
-        s = self.sampling
         extra = {}
         if request.json_schema is not None:
             from vllm.sampling_params import StructuredOutputsParams
@@ -111,14 +113,14 @@ class VllmEngine(Engine):
             prompt["multi_modal_data"] = {"image": [Image.fromarray(img) for img in request.images]}
         return prompt
 
-    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingConfig) -> list[Generation]:
         self.load()
         if not requests:
             return []
         prompts, params = [], []
         for request in requests:
             prompts.append(self._prompt(request))
-            params.append(self._params(request))
+            params.append(self._params(request, sampling))
         try:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
         except Exception:  # noqa: BLE001 - one bad prompt fails the call; find it and keep the rest
