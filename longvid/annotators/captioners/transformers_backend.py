@@ -131,6 +131,3 @@ class TransformersEngine(Engine):
 
     def close(self) -> None:
         self.model = None
-        import gc
-
-        gc.collect()

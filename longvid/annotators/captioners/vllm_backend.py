@@ -150,6 +150,3 @@ class VllmEngine(Engine):
         if callable(shutdown):
             shutdown()
         self.llm = None
-        import gc
-
-        gc.collect()
