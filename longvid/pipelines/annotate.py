@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..annotators.captioners import CaptionerConfig
 from ..annotators.writers import WriterConfig
 from ..shards.dataset import read_dataset_json
-from ..shards.index import read_index_parts, read_videos_index
+from ..shards.index import VIDEOS_INDEX, read_index_parts, read_videos_index
 from ..shards.layers import layer_dir, layer_parts, read_layer, write_layer_meta, write_layer_part
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.storage import Storage
@@ -68,10 +68,9 @@ def task_of(config: AnnotateConfig) -> str:
 # -- planning ------------------------------------------------------------------------------------
 def video_table(storage: Storage):
     """The videos index (consolidated, or the parts when consolidation has not run yet)."""
-    try:
+    if storage.exists(VIDEOS_INDEX):
         return read_videos_index(storage)
-    except FileNotFoundError:
-        return read_index_parts(storage)[0]
+    return read_index_parts(storage)[0]
 
 
 def plan_parts(videos: list[dict], videos_per_part: int) -> dict[str, list[dict]]:
