@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = build_config(AnnotateConfig, args, args.config_file, extra=extra)
         summary = run_annotate(args.dataset, config)
-    except (ConfigError, AnnotateError) as exc:
+    except (ConfigError, AnnotateError, ValueError) as exc:  # bad settings, not a dataset, unknown prompt
         print(f"longvid annotate: {exc}", file=sys.stderr)
         return 2
     return 1 if summary["videos"] and summary["failed_videos"] == summary["videos"] else 0

@@ -9,6 +9,7 @@ The annotators do the work; this module only moves rows and turns failures into 
 from __future__ import annotations
 
 import json
+import time
 from typing import Iterator
 
 import numpy as np
@@ -94,16 +95,18 @@ def caption_prepared(captioner: Captioner, pid: str, rows: list[dict]) -> dict:
     clips = [ClipFrames(rows[i]["key"], metas[i]["clip_id"], metas[i]["start"], metas[i]["end"],
                         np.frombuffer(rows[i]["frames"], dtype=np.uint8).reshape(metas[i]["shape"]),
                         metas[i]["frame_times"]) for i in todo]
+    started = time.time()
     try:
         captions = dict(zip(todo, captioner.caption(clips))) if clips else {}
     except Exception as exc:  # noqa: BLE001 - the engine broke on this batch: its clips fail, the run goes on
         captions = {}
         for i in todo:
             metas[i].update(error=f"engine error: {type(exc).__name__}: {exc}", stage="caption")
+    model_span = [started, time.time()] if clips else None  # when the model was busy (benchmarks: busy fraction)
     results = []
     for i, (row, meta) in enumerate(zip(rows, metas)):
         cap = captions.get(i)
-        result = {"expected": meta["expected"], "rows": [], "failures": [], "num_tokens": 0}
+        result = {"expected": meta["expected"], "rows": [], "failures": [], "num_tokens": 0, "model_span": model_span}
         if cap is None:
             result["failures"].append({"stage": meta["stage"], "clip_id": meta["clip_id"], "reason": meta["error"]})
         elif cap.ok:

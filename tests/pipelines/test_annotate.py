@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -132,10 +133,12 @@ def test_a_changed_recipe_needs_a_new_version(dataset, caption_v1):
     config.captioner.sampling.max_new_tokens = 9
     with pytest.raises(AnnotateError, match="different recipe"):
         run_annotate(dataset["root"], config, log=lambda *_: None)
-    for bad, reason in [(dict(version=""), "--version is required"), (dict(captioner=CaptionerConfig()), "exactly one model")]:
+    for bad, reason in [(dict(version=""), "--version is required"), (dict(captioner=CaptionerConfig()), "exactly one model"),
+                        (dict(writer=WriterConfig(model=cpu_model("m", "vllm"))), "exactly one model")]:
         with pytest.raises(AnnotateError, match=reason):
-            run_annotate(dataset["root"], caption_config(dataset["models"], "vllm", "v1").__class__(
-                **{**caption_config(dataset["models"], "vllm", "v1").__dict__, **bad}), log=lambda *_: None)
+            run_annotate(dataset["root"], replace(caption_config(dataset["models"], "vllm", "v1"), **bad))
+    with pytest.raises(ValueError, match="not a LongVid dataset"):
+        run_annotate(os.path.dirname(dataset["root"]), caption_config(dataset["models"], "vllm", "v9"))
 
 
 def run_cli_and_kill(dataset: dict, after_parts: int, timeout: float = 240.0) -> int:

@@ -24,7 +24,7 @@ class ModelConfig:
     model: str = ""  # hub id or local path of the checkpoint (required)
     backend: str = "vllm"  # vllm (GPU throughput, CPU build for tests) | transformers (any torch device)
     dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU (CPU kernels are fastest in fp32)
-    max_model_len: int = 16384  # vLLM context; 8 frames of a SmolVLM/Qwen-VL clip plus text fit well under it
+    max_model_len: int = 0  # vLLM context in tokens; 0: the checkpoint's own (smaller saves KV-cache memory)
     tensor_parallel_size: int = 1  # vLLM: GPUs per engine; give the actor as many GPUs (pipeline.num_gpus)
     gpu_memory_utilization: float = 0.85  # vLLM: share of GPU memory for weights + KV cache; leaves room for the encoder
     enforce_eager: bool = False  # vLLM: skip torch.compile/CUDA graphs; starts in seconds (tests, CPU), slower steady state

@@ -48,7 +48,7 @@ class VllmEngine(Engine):
         kwargs = dict(
             model=c.model,
             tensor_parallel_size=c.tensor_parallel_size,
-            max_model_len=c.max_model_len,
+            max_model_len=c.max_model_len or None,
             gpu_memory_utilization=c.gpu_memory_utilization,
             dtype=self._dtype(),
             seed=c.seed,
