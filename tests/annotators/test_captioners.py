@@ -251,7 +251,7 @@ def test_answers_are_parsed_from_json_or_rejected():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_writer_keeps_only_checked_qa_and_says_why_the_rest_went(models, text_engines, backend):
-    config = WriterConfig(model=cpu_model(models["text"], backend), sampling=SamplingConfig(max_new_tokens=96),
+    config = WriterConfig(model=cpu_model(models["text"], backend), sampling=SamplingConfig(max_new_tokens=64),
                           questions_per_family=2, max_text_chars=8, on_overlong="keep")
     writer = VideoWriter(config, engine=text_engines[backend])
     empty = VideoTimeline("fedcba9876543210", 10.0, [])

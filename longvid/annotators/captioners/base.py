@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..prompts import PromptTemplate, load_prompt
 from .engine import (VIDEO_INPUT_FAMILIES, Engine, GenerationRequest, ModelConfig, SamplingConfig, make_engine,
@@ -18,6 +18,8 @@ from .engine import (VIDEO_INPUT_FAMILIES, Engine, GenerationRequest, ModelConfi
 from .frames import ClipFrames
 
 INPUT_MODES = ("auto", "images", "video")
+# Families whose processors tile each image: frames are already sized on the CPU, so one tile each
+NO_TILING = {"idefics3": {"do_image_splitting": False}, "smolvlm": {"do_image_splitting": False}}
 OVERLONG_POLICIES = ("fail", "keep")
 
 
@@ -92,10 +94,16 @@ class Captioner:
             self._mode = mode
         return self._mode
 
+    def model_config(self) -> ModelConfig:
+        """The model settings, with this family's processor defaults under the user's own."""
+        model = self.config.model
+        family = model_family(model.model, model.trust_remote_code)
+        return replace(model, processor_kwargs={**NO_TILING.get(family, {}), **model.processor_kwargs})
+
     def _engine(self) -> Engine:
         if self.engine is None:  # built here, loaded only in setup()
             limits = {"video": 1} if self.input_mode == "video" else {"image": self.config.max_frames}
-            self.engine = make_engine(self.config.model, mm_limits=limits)
+            self.engine = make_engine(self.model_config(), mm_limits=limits)
         return self.engine
 
     def setup(self) -> None:
@@ -119,7 +127,7 @@ class Captioner:
             "sampling": {**asdict(c.sampling), "seed": c.model.seed},
             "engine": self._engine().info(),
             "input": {"mode": self.input_mode, "frame_source": c.frame_source, "max_frames": c.max_frames,
-                      "longest_edge": c.longest_edge},
+                      "longest_edge": c.longest_edge, "processor_kwargs": self._engine().config.processor_kwargs},
         }
 
     def request(self, clip: ClipFrames) -> GenerationRequest:

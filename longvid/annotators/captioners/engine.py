@@ -35,6 +35,7 @@ class ModelConfig:
     batch_size: int = 8  # transformers: prompts per generate call (padding grows with it); vLLM batches itself
     seed: int = 0  # sampling seed, so a re-run with temperature > 0 is repeatable
     engine_kwargs: dict = field(default_factory=dict)  # passed as is to vllm.LLM (e.g. distributed_executor_backend)
+    processor_kwargs: dict = field(default_factory=dict)  # to the checkpoint's processor (vLLM: mm_processor_kwargs)
 
 
 @dataclass
@@ -63,6 +64,20 @@ class Generation:
     num_tokens: int  # generated tokens (the stop token included)
     finish_reason: str  # "stop" | "length" | "error"
     error: str | None = None
+
+
+def chat_templater(model: str, trust_remote_code: bool):
+    """The object whose ``apply_chat_template`` knows the model's image/video placeholders."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    try:
+        return AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError):  # text-only checkpoints may have no processor
+        return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
+def render_chat(templater, messages: list[dict]) -> str:
+    return templater.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def model_family(model: str, trust_remote_code: bool = False) -> str:

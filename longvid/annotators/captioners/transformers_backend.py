@@ -7,8 +7,7 @@ request's ``json_schema`` is ignored here and the caller's parser must cope.
 
 from __future__ import annotations
 
-from .engine import Engine, Generation, GenerationRequest, ModelConfig, SamplingConfig
-from .vllm_backend import chat_templater, render_chat
+from .engine import Engine, Generation, GenerationRequest, ModelConfig, SamplingConfig, chat_templater, render_chat
 
 
 class TransformersEngine(Engine):
@@ -95,7 +94,7 @@ class TransformersEngine(Engine):
             kwargs["videos"] = [r.video for r in requests]
         if any(r.images for r in requests):
             kwargs["images"] = [list(r.images) for r in requests]
-        return self.templater(text=texts, padding=True, return_tensors="pt", **kwargs)
+        return self.templater(text=texts, padding=True, return_tensors="pt", **kwargs, **self.config.processor_kwargs)
 
     def _generate_chunk(self, requests: list[GenerationRequest], s: SamplingConfig) -> list[Generation]:
         import torch

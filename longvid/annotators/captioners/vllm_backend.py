@@ -9,21 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .engine import Engine, Generation, GenerationRequest, ModelConfig, SamplingConfig
-
-
-def chat_templater(model: str, trust_remote_code: bool):
-    """The object whose ``apply_chat_template`` knows the model's image/video placeholders."""
-    from transformers import AutoProcessor, AutoTokenizer
-
-    try:
-        return AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError, KeyError):  # text-only checkpoints may have no processor
-        return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-
-
-def render_chat(templater, messages: list[dict]) -> str:
-    return templater.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+from .engine import Engine, Generation, GenerationRequest, ModelConfig, SamplingConfig, chat_templater, render_chat
 
 
 class VllmEngine(Engine):
@@ -60,6 +46,8 @@ class VllmEngine(Engine):
         )
         if self.mm_limits:
             kwargs["limit_mm_per_prompt"] = self.mm_limits
+        if c.processor_kwargs:
+            kwargs["mm_processor_kwargs"] = dict(c.processor_kwargs)
         kwargs.update(c.engine_kwargs)
         self.templater = chat_templater(c.model, c.trust_remote_code)
         self.llm = LLM(**kwargs)
