@@ -12,7 +12,7 @@ Without --model it builds the tiny random Idefics3 (SmolVLM architecture): on CP
 the engines' and the pipeline's overheads, not a real model. On a GPU machine pass a real
 checkpoint (e.g. --model HuggingFaceTB/SmolVLM2-2.2B-Instruct --device gpu).
 
-    python bench/captioning.py --count 4 --seconds 20
+    python bench/captioning.py --count 16 --seconds 30 --width 480 --height 270 --batch-size 8
     python bench/captioning.py --device gpu --model /models/SmolVLM2-2.2B-Instruct --backends vllm transformers
 """
 
@@ -37,6 +37,7 @@ from longvid.annotators.segment import SegmentConfig  # noqa: E402
 from longvid.pipelines.annotate import AnnotateConfig, PipelineConfig, build_dataset, plan_parts, video_table  # noqa: E402
 from longvid.pipelines.ingest import IngestConfig, RayConfig, ShardConfig, run_ingest  # noqa: E402
 from longvid.pipelines.manifest import write_manifest  # noqa: E402
+from longvid.shards.index import read_clips_index  # noqa: E402
 from longvid.shards.reader import read_record  # noqa: E402
 from longvid.shards.storage import LocalStorage  # noqa: E402
 from longvid.synthetic import write_video  # noqa: E402
@@ -82,7 +83,11 @@ class GpuSampler:
 
 
 def make_dataset(workdir: str, count: int, seconds: float, width: int, height: int, fps: int) -> str:
-    """Distinct generated videos ingested (segmented, planned, sharded) into ``workdir/dataset``."""
+    """Distinct generated videos ingested (segmented, planned, sharded) into ``workdir/dataset``
+    (reused when a previous run with the same workdir built it)."""
+    out = os.path.join(workdir, "dataset")
+    if os.path.exists(os.path.join(out, "dataset.json")):
+        return out
     src = os.path.join(workdir, "src")
     os.makedirs(src, exist_ok=True)
     paths = []
@@ -93,7 +98,6 @@ def make_dataset(workdir: str, count: int, seconds: float, width: int, height: i
         shots[0] += i  # distinct content per file
         paths.append(write_video(os.path.join(src, f"bench-{i:03d}.mp4"), shots, fps=fps, width=width, height=height,
                                  gop=fps * 2).path)
-    out = os.path.join(workdir, "dataset")
     config = IngestConfig(segment=SegmentConfig(clips=ClipConfig(min_seconds=2.0, max_seconds=8.0)),
                           shards=ShardConfig(max_videos=4), ray=RayConfig(progress_bars=False))
     run_ingest(write_manifest(os.path.join(workdir, "manifest.jsonl"), paths), out, config, log_stream=open(os.devnull, "w"))
@@ -123,6 +127,22 @@ def all_clips(dataset: str, args) -> list:
         media = storage.read_range(v["shard"], v["media_offset"], v["media_size"])
         clips += prepare_clips(v["key"], media, record["clips"], v["fps"], "stage2", args.frames, args.longest_edge)
     return clips
+
+
+def engine_throughput_fresh(args, backend: str, dataset: str) -> dict:
+    """:func:`engine_throughput` in a new process with ``--engine-threads`` OpenMP threads: an
+    in-process vLLM binds the process's threads, which would skew whatever runs after it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    os.environ["OMP_NUM_THREADS"] = str(args.engine_threads)  # read by torch in the new process
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_engine_child, vars(args), backend, dataset).result()
+
+
+def _engine_child(arg_dict: dict, backend: str, dataset: str) -> dict:
+    args = argparse.Namespace(**arg_dict)
+    return engine_throughput(args, backend, all_clips(dataset, args))
 
 
 def engine_throughput(args, backend: str, clips: list) -> dict:
@@ -191,13 +211,16 @@ def main() -> int:
     ap.add_argument("--model", default="", help="checkpoint (hub id or path); default: a tiny random Idefics3")
     ap.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     ap.add_argument("--backends", nargs="+", default=["vllm", "transformers"])
-    ap.add_argument("--pipeline-backend", default="vllm", help="backend of the prepare on/off pipeline runs")
+    ap.add_argument("--pipeline-backends", nargs="+", default=["vllm", "transformers"],
+                    help="backends of the prepare on/off pipeline runs")
     ap.add_argument("--tokens", type=int, default=16, help="output tokens per caption (forced, for fair counts)")
     ap.add_argument("--frames", type=int, default=8, help="frames per clip")
     ap.add_argument("--longest-edge", type=int, default=384)
     ap.add_argument("--batch-size", type=int, default=16, help="clips per model call")
     ap.add_argument("--repeats", type=int, default=2, help="passes over the clips in the engine measurement")
     ap.add_argument("--prepare-cpus", type=float, default=0.5)
+    ap.add_argument("--engine-threads", type=int, default=1,
+                    help="CPU threads of the engine measurement (1 = what a Ray actor with num_cpus=1 gets)")
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--ray-cpus", type=int, default=4, help="logical CPUs of the local Ray (more than cores is fine)")
     ap.add_argument("--workdir", default=None)
@@ -212,7 +235,9 @@ def main() -> int:
     if not args.model:
         from longvid.annotators.tiny_models import build_tiny_idefics3
 
-        args.model = build_tiny_idefics3(os.path.join(workdir, "tiny-idefics3"))
+        args.model = os.path.join(workdir, "tiny-idefics3")
+        if not os.path.exists(os.path.join(args.model, "config.json")):
+            build_tiny_idefics3(args.model)
     os.environ["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.pathsep + os.environ.get("PYTHONPATH", "")
     import ray
 
@@ -222,27 +247,30 @@ def main() -> int:
     print(f"device: {args.device}" + ("" if args.device == "gpu" else " (no GPU here: GPU busy fraction not measured)"))
     t0 = time.perf_counter()
     dataset = make_dataset(workdir, args.count, args.seconds, args.width, args.height, fps=25)
-    clips = all_clips(dataset, args)
-    print(f"dataset: {args.count} videos x {args.seconds:.0f} s at {args.width}x{args.height}, {len(clips)} clips "
+    num_clips = read_clips_index(LocalStorage(dataset)).num_rows
+    print(f"dataset: {args.count} videos x {args.seconds:.0f} s at {args.width}x{args.height}, {num_clips} clips "
           f"({time.perf_counter() - t0:.0f} s to build); model {args.model}")
     results = {"engines": [], "pipeline": [], "args": vars(args)}
     for backend in args.backends:
-        r = engine_throughput(args, backend, clips)
+        r = engine_throughput_fresh(args, backend, dataset)
         results["engines"].append(r)
         print(f"engine {backend:12s} {r['captions_per_s']:8.2f} captions/s {r['tokens_per_s']:9.1f} tokens/s "
-              f"(load {r['load_s']} s, busy {r['gpu_busy_fraction']})")
+              f"({r['captions']} captions in {r['seconds']} s; load {r['load_s']} s; GPU busy {r['gpu_busy_fraction']})")
     if len(results["engines"]) == 2:
         a, b = results["engines"]
         print(f"ratio {a['backend']}/{b['backend']}: {ratio(a['captions_per_s'], b['captions_per_s'])} captions/s")
-    for prepare in (True, False):
-        r = pipeline_throughput(args, dataset, args.pipeline_backend, prepare)
-        results["pipeline"].append(r)
-        print(f"pipeline {args.pipeline_backend} prepare={'on ' if prepare else 'off'} {r['captions_per_s']:8.2f} captions/s "
-              f"{r['tokens_per_s']:9.1f} tokens/s in steady state ({r['batches']} batches over {r['steady_s']} s), "
-              f"model busy {r['model_busy_fraction']:.0%}, GPU busy {r['gpu_busy_fraction']}, wall {r['wall_s']} s")
-    on, off = results["pipeline"]
-    print(f"ratio prepare on/off: {ratio(on['captions_per_s'], off['captions_per_s'])} captions/s (steady), "
-          f"{ratio(off['wall_s'], on['wall_s'])} wall")
+    for backend in args.pipeline_backends:
+        pair = []
+        for prepare in (True, False):
+            r = pipeline_throughput(args, dataset, backend, prepare)
+            results["pipeline"].append(r)
+            pair.append(r)
+            print(f"pipeline {backend:12s} prepare={'on ' if prepare else 'off'} {r['captions_per_s']:8.2f} captions/s "
+                  f"{r['tokens_per_s']:9.1f} tokens/s in steady state ({r['batches']} batches over {r['steady_s']} s), "
+                  f"model busy {r['model_busy_fraction']:.0%}, GPU busy {r['gpu_busy_fraction']}, wall {r['wall_s']} s")
+        on, off = pair
+        print(f"ratio {backend} prepare on/off: {ratio(on['captions_per_s'], off['captions_per_s'])} captions/s (steady), "
+              f"{ratio(off['wall_s'], on['wall_s'])} wall")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

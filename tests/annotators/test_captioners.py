@@ -2,8 +2,8 @@
 tiny random Idefics3 (SmolVLM architecture) and a tiny random Qwen2 built in the session.
 
 Random weights write junk, so these tests assert structure, counts, keys and versions, never
-words. One engine per model and backend is shared by the module (vLLM starts in seconds here
-because it runs eager and in this process)."""
+words. One engine per model and backend is shared by the module (vLLM runs eager, its engine
+core in a process of its own so this process's torch threads stay untouched)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vlm_engines(models):
     """One loaded captioning engine per backend, shared by every captioner in this module."""
-    engines = {b: make_engine(cpu_model(models["vlm"], b), mm_limits={"image": 8}) for b in BACKENDS}
+    engines = {b: make_engine(cpu_model(models["vlm"], b, in_process=False), mm_limits={"image": 8}) for b in BACKENDS}
     for engine in engines.values():
         engine.load()
     yield engines
@@ -49,7 +49,7 @@ def vlm_engines(models):
 
 @pytest.fixture(scope="module")
 def text_engines(models):
-    engines = {b: make_engine(cpu_model(models["text"], b)) for b in BACKENDS}
+    engines = {b: make_engine(cpu_model(models["text"], b, in_process=False)) for b in BACKENDS}
     for engine in engines.values():
         engine.load()
     yield engines

@@ -17,7 +17,10 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-def cpu_model(path: str, backend: str) -> ModelConfig:
-    """Settings for these machines: eager vLLM in this process (starts in seconds), 1 GiB KV cache."""
-    return ModelConfig(model=path, backend=backend, enforce_eager=True, engine_in_process=True, kv_cache_gib=1,
+def cpu_model(path: str, backend: str, in_process: bool = True) -> ModelConfig:
+    """Settings for these machines: eager vLLM (no compilation), 1 GiB KV cache. ``in_process``
+    (starts in seconds) only where the process is the engine's alone, such as a Ray actor: vLLM's
+    CPU worker binds the process's OpenMP threads and disables ``torch.set_num_threads`` in it,
+    which would slow every later torch test of a shared pytest process."""
+    return ModelConfig(model=path, backend=backend, enforce_eager=True, engine_in_process=in_process, kv_cache_gib=1,
                        max_model_len=4096, batch_size=8)
