@@ -28,7 +28,7 @@ class ModelConfig:
     tensor_parallel_size: int = 1  # vLLM: GPUs per engine; give the actor as many GPUs (pipeline.num_gpus)
     gpu_memory_utilization: float = 0.85  # vLLM: share of GPU memory for weights + KV cache; leaves room for the encoder
     enforce_eager: bool = False  # vLLM: skip torch.compile/CUDA graphs; starts in seconds (tests, CPU), slower steady state
-    engine_in_process: bool = False  # vLLM: run the engine core in this process (no spawned process; tests, CPU)
+    engine_in_process: bool = False  # vLLM: engine core in this process, starts in seconds; it binds the process's threads, so only in a process of its own (an actor)
     kv_cache_gib: float = 0.0  # vLLM CPU build only: KV cache size in GiB (0 = leave VLLM_CPU_KVCACHE_SPACE as it is)
     trust_remote_code: bool = False  # never run a checkpoint's own Python unless asked for explicitly
     device: str = "auto"  # transformers: auto (cuda if present, else cpu) | cpu | cuda | cuda:N
