@@ -98,6 +98,9 @@ def check_model_config(config: ModelConfig) -> None:
         raise ValueError(f"unknown backend {config.backend!r}; choose one of {BACKENDS}")
     if config.tensor_parallel_size < 1 or config.batch_size < 1:
         raise ValueError("tensor_parallel_size and batch_size must be >= 1")
+    for name in ("engine_kwargs", "processor_kwargs"):
+        if not isinstance(getattr(config, name), dict):
+            raise ValueError(f"{name} must be a mapping: set it in the YAML config file, not as a flag")
 
 
 class Engine:
