@@ -11,6 +11,7 @@ import sys
 # module path → registers one or more sub-commands
 COMMAND_MODULES = [
     "longvid.pipelines.ingest_cli",  # ingest, probe, demo
+    "longvid.model.cli",  # train, ask
 ]
 
 
