@@ -7,6 +7,7 @@ every rank its data position, into a checkpoint folder on storage all workers sh
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -52,15 +53,26 @@ class RayDDPStrategy(LocalStrategy):
 
 
 def _worker_loop(loop_config: dict) -> None:
+    import tempfile
+
     import ray.train
 
     config = from_dict(TrainConfig, loop_config["config"])
     strategy = RayDDPStrategy()
     summary = train(config, strategy)
     losses = [r["loss"] for r in summary.records]
-    ray.train.report({"steps": len(losses), "first_loss": losses[0] if losses else None,
-                      "last_loss": losses[-1] if losses else None, "world_size": strategy.world_size,
-                      "rank": strategy.rank, **strategy._last})
+    metrics = {"steps": len(losses), "first_loss": losses[0] if losses else None,
+               "last_loss": losses[-1] if losses else None, "world_size": strategy.world_size,
+               "rank": strategy.rank, **strategy._last}
+    with tempfile.TemporaryDirectory() as pointer_dir:
+        checkpoint = None
+        if strategy.is_main:
+            # Ray keeps metrics only with a checkpoint; ours stays where the trainer wrote it, and
+            # Ray's copy is a pointer to it (not a second copy of the weights)
+            with open(os.path.join(pointer_dir, "longvid_checkpoint.json"), "w", encoding="utf-8") as f:
+                json.dump({"checkpoint": summary.checkpoints[-1] if summary.checkpoints else None}, f)
+            checkpoint = ray.train.Checkpoint.from_directory(pointer_dir)
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def train_with_ray(config: TrainConfig, num_workers: int, use_gpu: bool = False) -> dict:

@@ -60,6 +60,7 @@ class TrainSummary:
     records: list[dict] = field(default_factory=list)  # one per optimiser step
     checkpoints: list[str] = field(default_factory=list)
     resumed_from: str | None = None
+    stopped: bool = False  # ended early by ``stop_after`` (a checkpoint was written there)
 
 
 def autocast_context(precision: str, device: torch.device):
@@ -149,8 +150,10 @@ def load_trainer_state(path: str, rank: int) -> tuple[dict, dict]:
 
 
 # ---- the loop --------------------------------------------------------------------------------
-def train(config: TrainConfig, strategy=None) -> TrainSummary:
-    """Run the configured stages in order, resuming from the latest checkpoint when asked."""
+def train(config: TrainConfig, strategy=None, stop_after: int | None = None) -> TrainSummary:
+    """Run the configured stages in order, resuming from the latest checkpoint when asked.
+    ``stop_after`` ends this call after that many optimiser steps, with a checkpoint (a
+    time-limited job; what a preemption looks like to the next run)."""
     strategy = strategy or LocalStrategy()
     summary = TrainSummary()
     resume = latest_checkpoint(config.output_dir) if config.resume else None
@@ -174,12 +177,14 @@ def train(config: TrainConfig, strategy=None) -> TrainSummary:
     for stage in stages:
         here = resume_state is not None and resume_state["stage"] == stage.name
         run_stage(config, strategy, model, stage, summary,
-                  resume_state if here else None, resume_data if here else None)
+                  resume_state if here else None, resume_data if here else None, stop_after)
+        if summary.stopped:
+            break
     return summary
 
 
 def run_stage(config: TrainConfig, strategy, model: VideoLLM, stage: StageConfig, summary: TrainSummary,
-              resume_state: dict | None, resume_data: dict | None) -> None:
+              resume_state: dict | None, resume_data: dict | None, stop_after: int | None = None) -> None:
     start = resume_state["step"] if resume_state else 0
     if start >= stage.steps:
         return
@@ -207,9 +212,12 @@ def run_stage(config: TrainConfig, strategy, model: VideoLLM, stage: StageConfig
         record.update(stage=stage.name, step=step + 1)
         summary.records.append(record)
         _log(config, strategy, record, step + 1)
-        if (step + 1) % config.save_every == 0 or step + 1 == stage.steps:
+        summary.stopped = stop_after is not None and len(summary.records) >= stop_after
+        if (step + 1) % config.save_every == 0 or step + 1 == stage.steps or summary.stopped:
             summary.checkpoints.append(
                 save_checkpoint(config, strategy, model, optimizer, scheduler, batches, stage, step + 1))
+        if summary.stopped:
+            return
 
 
 def train_step(config: TrainConfig, strategy, model: VideoLLM, wrapped, optimizer, scheduler,

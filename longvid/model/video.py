@@ -58,7 +58,9 @@ def decode_frames(path: str, indices: list[int], size: int, fps: float, seek_gap
                 picture = frame.to_ndarray(width=size, height=size, format="rgb24")
                 while k < len(indices) and indices[k] <= last:
                     out[k], k = picture, k + 1
-                if k < len(indices) and indices[k] - last > seek_gap:
+                if k == len(indices):
+                    break
+                if indices[k] - last > seek_gap:
                     stopped_early = True
                     break
             if not stopped_early:

@@ -39,3 +39,18 @@ def tiny_model(tiny_config):
     from longvid.model.videollm import VideoLLM
 
     return VideoLLM.from_config(copy.deepcopy(tiny_config), seed=0)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A Ray of our own: ``address="local"`` so a cluster another process started on this machine
+    is never joined (it would refuse ``num_cpus``). Reuses one this session already started."""
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(address="local", num_cpus=4, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
