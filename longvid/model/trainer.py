@@ -166,6 +166,7 @@ def train(config: TrainConfig, strategy=None, stop_after: int | None = None) -> 
         summary.resumed_from = resume
     else:
         model = VideoLLM.from_config(config.model, seed=config.seed)
+    model.set_hico(config.model.hico)  # a checkpoint brings weights; this run's config says how to compress
     if config.model.llm.gradient_checkpointing:
         model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(strategy.device)

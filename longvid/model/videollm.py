@@ -106,6 +106,13 @@ class VideoLLM(nn.Module):
         with open(os.path.join(path, MODEL_JSON), "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
 
+    def set_hico(self, hico) -> None:
+        """Switch the compression settings (merging, dropout plan): runtime behaviour, no weights."""
+        self.config.hico = hico
+        self.vision.hico = hico
+        self.vision._key_module = self.vision._find_key_module()
+        self.runner = DecoderRunner(self.lm, hico)
+
     def set_trainable(self, parts: list[str]) -> None:
         """Freeze everything but ``parts`` (vision, projector, llm, or all)."""
         wanted = {"vision", "projector", "llm"} if "all" in parts else set(parts)
@@ -119,6 +126,8 @@ class VideoLLM(nn.Module):
         clip = self.config.hico.clip_frames
         if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.ndim != 4:
             raise SampleError("frames must be a uint8 tensor [T, H, W, 3]")
+        if frames.shape[0] == 1:  # an image enters as a clip of itself (as needles do)
+            frames = frames.expand(clip, -1, -1, -1)
         if frames.shape[0] == 0 or frames.shape[0] % clip:
             raise SampleError(f"{frames.shape[0]} frames is not a positive multiple of {clip}")
         text = encode_conversation(self.tokenizer, sample.get("conversations") or [], self.config.system_prompt,

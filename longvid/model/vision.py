@@ -61,6 +61,7 @@ class VisionEncoder(nn.Module):
         self.patch_size = int(getattr(tower_config, "patch_size", 16))
         self.native_size = int(getattr(tower_config, "image_size", 224))
         default_mean, default_std = (HALF_MEAN, HALF_STD) if "siglip" in tower_config.model_type else (CLIP_MEAN, CLIP_STD)
+        # buffers follow the module's dtype and device, so pixels match the tower's weights
         self.register_buffer("mean", torch.tensor(vision.mean or default_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(vision.std or default_std).view(1, 3, 1, 1), persistent=False)
         self.image_size = vision.image_size or self.native_size
@@ -93,7 +94,7 @@ class VisionEncoder(nn.Module):
         x = frames.to(self.mean.device).permute(0, 3, 1, 2).float().div_(255.0)
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).to(self.mean.dtype)
 
     def _run_tower(self, pixels: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``[units, tokens, C]`` and the merge metric of one batch (units: frames or clips)."""

@@ -88,3 +88,18 @@ def test_attention_scores_match_eager_attention(tiny_model):
     queries = seq.query[0].nonzero().squeeze(1)
     expected = weights[0][:, queries].mean(dim=(0, 1))
     assert torch.allclose(scores, expected.detach(), atol=1e-5)
+
+
+def test_an_image_enters_as_one_clip_and_bad_frames_are_refused(tiny_model):
+    import pytest
+
+    from longvid.model.videollm import SampleError
+
+    sample = next(iter(SyntheticCaptions(4, 4)))
+    image = dict(sample, frames=sample["frames"][:1])
+    prepared = tiny_model.prepare(image)
+    assert prepared.frames.shape[0] == 4 and prepared.visual_tokens == 64
+    with pytest.raises(SampleError, match="multiple of 4"):
+        tiny_model.prepare(dict(sample, frames=sample["frames"][:3]))
+    with pytest.raises(SampleError, match="uint8"):
+        tiny_model.prepare(dict(sample, frames=sample["frames"].float()))

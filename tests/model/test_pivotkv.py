@@ -56,3 +56,17 @@ def test_answer_with_pivotkv_keeps_text_and_shrinks_the_video(tiny_model):
     per_token = plain["kv_cache_bytes"] / (total + len(plain["token_ids"]))
     expected = (total - visual) + 2 * math.ceil(ratio * 128) + len(squeezed["token_ids"])
     assert squeezed["kv_cache_bytes"] == per_token * expected
+
+
+def test_answers_with_bfloat16_weights_without_autocast(tiny_config):
+    """What `longvid ask --dtype bfloat16` does on a GPU, here on the CPU: pixels, merging,
+    projector, prefill and decoding all follow the weights' dtype."""
+    import copy
+
+    from longvid.model.videollm import VideoLLM
+
+    model = VideoLLM.from_config(copy.deepcopy(tiny_config), dtype="bfloat16").eval()
+    frames = next(iter(SyntheticCaptions(8, 8)))["frames"]
+    plain = model.answer(frames, "Describe the video.", max_new_tokens=2, dropout=False)
+    chunked = model.answer(frames, "Describe the video.", max_new_tokens=2, pivotkv=PivotKVConfig(4, 150))
+    assert plain["kv_cache_bytes"] > chunked["kv_cache_bytes"] > 0
