@@ -3,7 +3,6 @@ uninterrupted run exactly, micro-batches respect the token budget and resume wit
 
 import copy
 import json
-import os
 
 import pytest
 
