@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES = [
     "longvid.pipelines.ingest_cli",  # ingest, probe, demo
     "longvid.pipelines.segment_cli",  # segment
+    "longvid.model.cli",  # train, ask
 ]
 
 
