@@ -11,7 +11,9 @@ import sys
 # module path → registers one or more sub-commands
 COMMAND_MODULES = [
     "longvid.pipelines.ingest_cli",  # ingest, probe, demo
+    "longvid.pipelines.segment_cli",  # segment
     "longvid.pipelines.annotate_cli",  # annotate (captions, summary + QA layers)
+    "longvid.model.cli",  # train, ask
 ]
 
 

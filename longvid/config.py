@@ -125,8 +125,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, prefix: str = 
         flag = "--" + dest.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        text = f.metadata.get("help") or comments.get(f.name, "")
-        help_text = f"{text} (default: {default!r})" if text else f"(default: {default!r})"
+        text = (f.metadata.get("help") or comments.get(f.name, "")).replace("%", "%%")  # argparse formats help
+        shown = repr(default).replace("%", "%%")
+        help_text = f"{text} (default: {shown})" if text else f"(default: {shown})"
         origin = typing.get_origin(tp)
         if origin in (list, tuple):
             parser.add_argument(flag, dest=dest, nargs="+", default=None, help=help_text)

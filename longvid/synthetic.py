@@ -121,3 +121,256 @@ def write_image(path: str, width: int = 64, height: int = 48) -> None:
     for packet in stream.encode():
         container.mux(packet)
     container.close()
+
+
+# -- scripted videos: gradual transitions and distractors ----------------------------------------
+#
+# A script is a list of shots (each with its own camera/object motion and optional flashes) and
+# the transitions between them (cut, dissolve, fades through black). The truth records every
+# transition as a frame span and every distractor (pan, fast motion, flash, static) as a span
+# where a detector must stay quiet.
+
+MOTIONS = ("static", "drift", "pan", "fast_pan", "zoom", "fast_object", "shake")
+TRANSITIONS = ("cut", "dissolve", "fade", "fade_out", "fade_in")
+DISTRACTOR_MOTIONS = {"static", "pan", "fast_pan", "zoom", "fast_object", "shake"}
+
+
+@dataclass
+class ShotSpec:
+    length: int  # frames of the shot, excluding frames it shares with a dissolve
+    motion: str = "drift"  # one of MOTIONS
+    flashes: tuple[int, ...] = ()  # offsets (in the shot) where a 1-3 frame flash starts
+    seed: int = 0  # picks the scene's texture, colours and motion directions
+
+
+@dataclass
+class TransitionSpec:
+    kind: str = "cut"  # one of TRANSITIONS
+    length: int = 0  # frames of a gradual transition (dissolve overlap; a fade's whole dip)
+
+
+@dataclass
+class ScriptedVideo(SyntheticVideo):
+    """``cuts``: first frame of each new shot (a gradual transition's middle frame).
+    ``transitions``: ``{"start_frame", "end_frame", "kind"}``, half-open; a cut has no frames of
+    its own (start == end == its cut). ``distractors``: spans where no boundary may be found."""
+
+    transitions: list[dict] = field(default_factory=list)
+    distractors: list[dict] = field(default_factory=list)
+
+
+def periodic_texture(rng: np.random.Generator, height: int, width: int, slope: float = 2.2) -> np.ndarray:
+    """A tileable 1/f^slope noise field in [0, 1] (natural images have roughly this spectrum)."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    radius = np.sqrt(fx**2 + fy**2)
+    radius[0, 0] = 1.0
+    amplitude = radius ** (-slope / 2.0)
+    amplitude[0, 0] = 0.0
+    phase = rng.uniform(0, 2 * np.pi, size=amplitude.shape)
+    field_ = np.fft.irfft2(amplitude * np.exp(1j * phase), s=(height, width))
+    field_ -= field_.min()
+    return field_ / max(float(field_.max()), 1e-9)
+
+
+def scene_canvas(seed: int, height: int, width: int) -> np.ndarray:
+    """A tileable ``height``x``width`` RGB scene: coloured textures plus a few hard-edged shapes."""
+    rng = np.random.default_rng(seed * 104729 + 3)
+    palette = rng.uniform(20, 235, size=(3, 3))  # three colours mixed by two texture fields
+    a = periodic_texture(rng, height, width, slope=1.8)[..., None]
+    b = periodic_texture(rng, height, width, slope=1.6)[..., None]
+    img = palette[0] * (1 - a) + palette[1] * a
+    img = img * (1 - 0.5 * b) + palette[2] * 0.5 * b
+    yy, xx = np.mgrid[0:height, 0:width]
+    for _ in range(int(rng.integers(3, 8))):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        ry, rx = rng.uniform(0.04, 0.2) * height, rng.uniform(0.04, 0.2) * width
+        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1 if rng.random() < 0.5 else (
+            (abs(yy - cy) < ry) & (abs(xx - cx) < rx))
+        img[mask] = rng.uniform(0, 255, size=3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+class ShotRenderer:
+    """Frames of one shot: a camera window moving over a tileable scene, plus a moving object."""
+
+    def __init__(self, spec: ShotSpec, width: int, height: int):
+        if spec.motion not in MOTIONS:
+            raise ValueError(f"unknown motion {spec.motion!r}; known: {MOTIONS}")
+        self.spec, self.width, self.height = spec, width, height
+        rng = np.random.default_rng(spec.seed * 7907 + 11)
+        self.rng = rng
+        self.canvas = scene_canvas(spec.seed, height * 2, width * 2)
+        angle = rng.uniform(0, 2 * np.pi)
+        speed = {"static": 0.0, "drift": 0.002, "pan": 0.012, "fast_pan": 0.04, "zoom": 0.0,
+                 "fast_object": 0.002, "shake": 0.0}[spec.motion] * width
+        self.velocity = (speed * np.sin(angle), speed * np.cos(angle))
+        self.origin = (rng.uniform(0, height), rng.uniform(0, width))
+        self.object_colour = rng.uniform(0, 255, size=3)
+        self.object_speed = (0.06 if spec.motion == "fast_object" else 0.01) * width
+        self.noise = [rng.normal(0, 2.0, size=(height, width, 3)).astype(np.float32) for _ in range(4)]
+        self.flash_frames = {}
+        for start in spec.flashes:
+            strengths = [(0.9,), (0.85, 0.45), (0.7, 0.5, 0.25)][int(rng.integers(0, 3))]
+            for k, s in enumerate(strengths):
+                self.flash_frames[start + k] = s
+
+    def _window(self, t: int) -> np.ndarray:
+        h, w = self.height, self.width
+        y0 = self.origin[0] + self.velocity[0] * t
+        x0 = self.origin[1] + self.velocity[1] * t
+        if self.spec.motion == "shake":
+            y0 += self.rng.normal(0, 0.03) * h
+            x0 += self.rng.normal(0, 0.03) * w
+        if self.spec.motion == "zoom":
+            scale = 1.0 + 0.6 * t / max(1, self.spec.length)  # up to a 1.6x zoom-in over the shot
+            ch, cw = int(2 * h / (1 + scale) * 1.0), int(2 * w / (1 + scale) * 1.0)
+        else:
+            ch, cw = h, w
+        rows = (int(y0) + np.arange(ch)) % self.canvas.shape[0]
+        cols = (int(x0) + np.arange(cw)) % self.canvas.shape[1]
+        crop = self.canvas[rows[:, None], cols[None, :]]
+        if (ch, cw) != (h, w):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="rgb24")
+            crop = frame.reformat(width=w, height=h, interpolation="BILINEAR").to_ndarray()
+        return crop
+
+    def frame(self, t: int) -> np.ndarray:
+        h, w = self.height, self.width
+        img = self._window(t).astype(np.float32)
+        size = int(h * (0.35 if self.spec.motion == "fast_object" else 0.2))
+        span_x, span_y = max(1, w - size), max(1, h - size)
+        x = int(abs((t * self.object_speed + self.spec.seed * 37) % (2 * span_x) - span_x))
+        y = int(abs((t * self.object_speed * 0.4 + self.spec.seed * 13) % (2 * span_y) - span_y))
+        img[y : y + size, x : x + size] = self.object_colour
+        img += self.noise[t % len(self.noise)]
+        strength = self.flash_frames.get(t)
+        if strength:
+            img = img * (1 - strength) + 255.0 * strength
+        return np.clip(img, 0, 255)
+
+
+def _encode_frames(path: str, frames, fps: int, width: int, height: int, codec: str) -> int:
+    container = av.open(path, mode="w")
+    stream = container.add_stream(ENCODERS[codec], rate=fps)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = CODECS[codec][1]
+    if codec == "h264":
+        stream.options = {"preset": "veryfast", "crf": "23"}
+    elif codec == "hevc":
+        stream.options = {"x265-params": "log-level=error"}
+    count = 0
+    for img in frames:
+        frame = av.VideoFrame.from_ndarray(np.asarray(img, dtype=np.uint8), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        count += 1
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return count
+
+
+def _fade_weights(kind: str, length: int) -> tuple[list[float], list[float]]:
+    """Brightness of the outgoing and incoming shot's frames over a fade of ``length`` frames."""
+    if kind == "fade":
+        out_len = length // 2
+        black = 1 if length >= 6 else 0
+        in_len = length - out_len - black
+    elif kind == "fade_out":
+        out_len, black, in_len = length, 0, 0
+    else:  # fade_in
+        out_len, black, in_len = 0, 0, length
+    outgoing = [1.0 - (i + 1) / (out_len + 1) for i in range(out_len)] + [0.0] * black
+    incoming = [(i + 1) / (in_len + 1) for i in range(in_len)]
+    return outgoing, incoming
+
+
+def _script_frames(shots: list[ShotSpec], transitions: list[TransitionSpec], width: int, height: int,
+                   truth: ScriptedVideo):
+    """Yields the frames of a script, filling ``truth`` as it goes (frames are float RGB)."""
+    t_global = 0
+    renderers = [ShotRenderer(s, width, height) for s in shots]
+    for i, (spec, render) in enumerate(zip(shots, renderers)):
+        start_shot = t_global
+        for t in range(spec.length):
+            yield render.frame(t)
+            t_global += 1
+        for offset in spec.flashes:
+            truth.distractors.append({"start_frame": start_shot + offset, "end_frame": start_shot + offset + 3,
+                                      "kind": "flash"})
+        if spec.motion in DISTRACTOR_MOTIONS:
+            truth.distractors.append({"start_frame": start_shot, "end_frame": t_global, "kind": spec.motion})
+        if i == len(shots) - 1:
+            break
+        trans = transitions[i]
+        nxt, nxt_render = shots[i + 1], renderers[i + 1]
+        start = t_global
+        if trans.kind == "cut" or trans.length <= 0:
+            truth.transitions.append({"start_frame": start, "end_frame": start, "kind": "cut"})
+            truth.cuts.append(start)
+            continue
+        if trans.kind == "dissolve":
+            for k in range(trans.length):
+                a = (k + 1) / (trans.length + 1)
+                yield (1 - a) * render.frame(spec.length + k) + a * nxt_render.frame(-trans.length + k)
+                t_global += 1
+        else:
+            outgoing, incoming = _fade_weights(trans.kind, trans.length)
+            for k, g in enumerate(outgoing):
+                yield render.frame(spec.length + k) * g
+                t_global += 1
+            for k, g in enumerate(incoming):
+                yield nxt_render.frame(-len(incoming) + k) * g
+                t_global += 1
+        truth.transitions.append({"start_frame": start, "end_frame": t_global, "kind": trans.kind})
+        truth.cuts.append((start + t_global) // 2)
+
+
+def write_scripted_video(
+    path: str,
+    shots: list[ShotSpec],
+    transitions: list[TransitionSpec] | None = None,
+    fps: int = 25,
+    width: int = 320,
+    height: int = 180,
+    codec: str = "h264",
+) -> ScriptedVideo:
+    """Encode a scripted video; ``transitions[i]`` joins ``shots[i]`` and ``shots[i + 1]``
+    (default: all cuts). Returns the truth (transitions, boundaries, distractor spans)."""
+    transitions = list(transitions) if transitions is not None else [TransitionSpec()] * (len(shots) - 1)
+    if len(transitions) != max(0, len(shots) - 1):
+        raise ValueError("need exactly one transition between each pair of shots")
+    for trans in transitions:
+        if trans.kind not in TRANSITIONS:
+            raise ValueError(f"unknown transition {trans.kind!r}; known: {TRANSITIONS}")
+    truth = ScriptedVideo(path=path, fps=fps, num_frames=0)
+    truth.num_frames = _encode_frames(path, _script_frames(shots, transitions, width, height, truth),
+                                      fps, width, height, codec)
+    return truth
+
+
+def random_script(seed: int, seconds: float, fps: int = 25) -> tuple[list[ShotSpec], list[TransitionSpec]]:
+    """A plausible edit: shots of 1-8 s with mixed motion, some flashes, and about one gradual
+    transition in three (dissolves 8-30 frames, fades 10-40 frames)."""
+    rng = np.random.default_rng(seed)
+    shots: list[ShotSpec] = []
+    transitions: list[TransitionSpec] = []
+    total = 0
+    motions = ["drift", "drift", "static", "pan", "fast_pan", "zoom", "fast_object", "shake"]
+    while total < seconds * fps:
+        length = int(rng.uniform(1.0, 8.0) * fps)
+        motion = motions[int(rng.integers(0, len(motions)))]
+        flashes = (int(rng.integers(8, max(9, length - 8))),) if rng.random() < 0.15 and length > 20 else ()
+        shots.append(ShotSpec(length, motion, flashes, seed=int(rng.integers(0, 1 << 30))))
+        total += length
+        if total < seconds * fps:
+            r = rng.random()
+            if r < 0.62:
+                transitions.append(TransitionSpec("cut"))
+            elif r < 0.82:
+                transitions.append(TransitionSpec("dissolve", int(rng.integers(8, 31))))
+            else:
+                kind = ["fade", "fade_out", "fade_in"][int(rng.integers(0, 3))]
+                transitions.append(TransitionSpec(kind, int(rng.integers(10, 41))))
+    return shots, transitions

@@ -40,11 +40,12 @@ def sample_videos(video_dir):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(s3_server):
+    """A local Ray started after the S3 server so workers inherit its endpoint and test credentials."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
+        ray.init(address="local", num_cpus=4, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
                  log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray

@@ -1,6 +1,8 @@
-"""Clips from shots: short shots merged, long shots cut into equal windows.
+"""Clips from shots: short shots merged into a neighbour, long spans cut into equal windows no
+longer than the maximum (and, given min <= max / 2, no shorter than the minimum).
 
-Pure arithmetic on frame numbers; the shot boundaries that fall inside each clip are kept.
+Pure arithmetic on frame numbers, one pass over the shots (memory grows with shots, never frames);
+the shot boundaries that fall inside each clip are kept.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from ..shards.schema import clip_id_for
 @dataclass
 class ClipConfig:
     min_seconds: float = 2.0  # shorter shots are merged into a neighbour (a 1 s shot is no training clip)
-    max_seconds: float = 60.0  # longer spans are split into equal windows no longer than this
+    max_seconds: float = 60.0  # longer spans are split into equal windows no longer than this (<= 1 min keeps a clip captionable)
+
+    def validate(self) -> None:
+        if not 0 < self.min_seconds:
+            raise ValueError("clip min_seconds must be > 0")
+        if self.min_seconds * 2 > self.max_seconds:
+            raise ValueError("clip min_seconds must be <= max_seconds / 2, or a split long span could "
+                             "leave a piece shorter than the minimum")
 
 
 def clip_spans(shots: list[dict], num_frames: int, fps: float, config: ClipConfig) -> list[tuple[int, int]]:
     """Frame spans ``[start, end)`` of the clips, covering the video in order."""
-    if config.min_seconds > config.max_seconds:
-        raise ValueError("clip min_seconds must be <= max_seconds")
+    config.validate()
     min_frames = max(1, int(round(config.min_seconds * fps)))
     max_frames = max(min_frames, int(math.floor(config.max_seconds * fps)))
     spans: list[list[int]] = []

@@ -1,17 +1,30 @@
 """Streamed decoding: one pass over a video yields small per-frame arrays, never the whole video.
 
-Every stage that needs pixels (shot boundaries, keyframe features) shares this one decode.
+Every stage that needs pixels (shot boundaries, keyframe features) shares this one decode. The
+thumbnail is made by swscale in C from the decoded planes; the full frame never reaches numpy.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .base import ItemFailed
+
+
+@dataclass
+class DecodeConfig:
+    width: int = 48  # thumbnail width: TransNetV2's input size, and plenty for shot features
+    height: int = 27  # thumbnail height (48x27 keeps 16:9)
+    pix_fmt: str = "rgb24"  # TransNetV2 and the colour histograms need colour
+    interpolation: str = "BICUBIC"  # ffmpeg's default scaler, the one TransNetV2 was trained on; same cost as bilinear
+    threads: int = 0  # decoder threads; 0 lets FFmpeg choose (frame threads on all cores)
+    skip_loop_filter: bool = False  # skip H.264/HEVC deblocking: about a quarter faster decode, thumbnails barely change; off = exact frames
 
 
 class DecodeStats:
@@ -22,6 +35,15 @@ class DecodeStats:
         self.error: str | None = None
 
 
+def open_video(source: bytes | str):
+    """``av.open`` on a path or bytes, with the error turned into a reason a person understands."""
+    src = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    try:
+        return av.open(src, mode="r")
+    except av.error.FFmpegError as exc:
+        raise ItemFailed(f"cannot open media for decoding: {exc}") from exc
+
+
 def iter_thumbnails(
     source: bytes | str,
     width: int = 48,
@@ -29,27 +51,43 @@ def iter_thumbnails(
     pix_fmt: str = "rgb24",
     stats: DecodeStats | None = None,
     threads: int = 0,
+    config: DecodeConfig | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield each frame scaled to ``width``×``height`` (``HxWx3`` uint8), in decode order.
+    """Yield each frame scaled to ``width``×``height`` (``HxWx3`` uint8 for rgb24), in order.
 
     A decode error ends the stream and is reported in ``stats.error`` (the caller decides
-    whether what was decoded is enough). ``threads`` 0 lets FFmpeg choose.
+    whether what was decoded is enough). ``config``, when given, overrides the other arguments.
     """
+    config = config or DecodeConfig(width=width, height=height, pix_fmt=pix_fmt, threads=threads)
     stats = stats if stats is not None else DecodeStats()
-    src = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
-    try:
-        container = av.open(src, mode="r")
-    except av.error.FFmpegError as exc:
-        raise ItemFailed(f"cannot open media for decoding: {exc}") from exc
-    with container:
+    # One reformatter for the whole stream: it keeps its SwsContext, whereas frame.to_ndarray(width=...)
+    # builds a new scaler for every frame and costs more than the decode itself.
+    scaler = VideoReformatter()
+    with open_video(source) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if config.threads:
+            stream.codec_context.thread_count = config.threads
+        if config.skip_loop_filter:
+            stream.codec_context.options = {"skip_loop_filter": "all"}
+        try:
+            for frame in container.decode(stream):
+                small = scaler.reformat(frame, config.width, config.height, config.pix_fmt,
+                                        interpolation=config.interpolation)
+                yield small.to_ndarray()
+                stats.frames += 1
+        except av.error.FFmpegError as exc:
+            stats.error = str(exc)
+
+
+def decode_only(source: bytes | str, threads: int = 0) -> int:
+    """Decode every frame and keep nothing: the physical floor the benchmark compares against."""
+    count = 0
+    with open_video(source) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
-        try:
-            for frame in container.decode(stream):
-                # swscale does the resize and colour conversion in C; the full frame never reaches numpy
-                yield frame.to_ndarray(width=width, height=height, format=pix_fmt)
-                stats.frames += 1
-        except av.error.FFmpegError as exc:
-            stats.error = str(exc)
+        for _ in container.decode(stream):
+            count += 1
+    return count

@@ -1,8 +1,9 @@
 """Keyframes by DPSelect (ReTaKe) on cheap per-frame features.
 
 ``FrameDistance`` streams ``d[t] = 1 - cos`` between consecutive frames' patch features
-(averaged over patches: the frame-level variant), keeping one float per frame;
-``dpselect`` picks the top-k frames of ``d + 2 * peak`` in a span, sorted in time.
+(averaged over patches: the frame-level variant), keeping one float per frame and computing in
+blocks (no per-frame numpy calls); ``dpselect`` picks the top-k frames of ``d + 2 * peak`` in a
+span, sorted in time. Never keeps a thumbnail beyond the current block.
 """
 
 from __future__ import annotations
@@ -11,28 +12,55 @@ import numpy as np
 
 
 class FrameDistance:
-    def __init__(self, grid: tuple[int, int] = (3, 4)):
+    def __init__(self, grid: tuple[int, int] = (3, 4), block: int = 64):
         self.grid = grid  # patches (rows, cols) per frame
-        self._prev: np.ndarray | None = None
-        self.distances: list[float] = []
+        self.block = block  # frames per vectorized step
+        self._buffer: np.ndarray | None = None
+        self._fill = 0
+        self._prev: np.ndarray | None = None  # patches of the last frame of the previous block
+        self._parts: list[np.ndarray] = []
 
-    def _patches(self, thumb: np.ndarray) -> np.ndarray:
-        h, w = thumb.shape[:2]
+    def _patches(self, thumbs: np.ndarray) -> np.ndarray:
+        """``[n, H, W, C]`` → ``[n, patches, features]``, each frame centred on its own mean."""
+        n, h, w = thumbs.shape[:3]
         rows, cols = self.grid
-        x = thumb[: h - h % rows, : w - w % cols].astype(np.float32)
-        x = x - x.mean()  # centre so that cosine sees structure, not brightness
-        ph, pw = x.shape[0] // rows, x.shape[1] // cols
-        return x.reshape(rows, ph, cols, pw, -1).transpose(0, 2, 1, 3, 4).reshape(rows * cols, -1)
+        x = thumbs[:, : h - h % rows, : w - w % cols].astype(np.float32).reshape(n, h - h % rows, w - w % cols, -1)
+        x -= x.mean(axis=(1, 2, 3), keepdims=True)  # centre so that cosine sees structure, not brightness
+        ph, pw = x.shape[1] // rows, x.shape[2] // cols
+        return x.reshape(n, rows, ph, cols, pw, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * cols, -1)
 
     def update(self, thumb: np.ndarray) -> None:
-        patches = self._patches(thumb)
+        if self._buffer is None:
+            self._buffer = np.empty((self.block,) + thumb.shape, dtype=thumb.dtype)
+        self._buffer[self._fill] = thumb
+        self._fill += 1
+        if self._fill == self.block:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._fill:
+            return
+        patches = self._patches(self._buffer[: self._fill])
         if self._prev is None:
-            self.distances.append(1.0)
+            cur, prev = patches[1:], patches[:-1]
         else:
-            num = (patches * self._prev).sum(axis=1)
-            den = np.linalg.norm(patches, axis=1) * np.linalg.norm(self._prev, axis=1) + 1e-6
-            self.distances.append(float(np.mean(1.0 - num / den)))
-        self._prev = patches
+            cur, prev = patches, np.concatenate([self._prev[None], patches[:-1]])
+        num = (cur * prev).sum(axis=2)
+        den = np.linalg.norm(cur, axis=2) * np.linalg.norm(prev, axis=2) + 1e-6
+        d = np.mean(1.0 - num / den, axis=1).astype(np.float32)
+        if self._prev is None:
+            d = np.concatenate([[1.0], d]).astype(np.float32)
+        self._parts.append(d)
+        self._prev = patches[-1]
+        self._fill = 0
+
+    @property
+    def distances(self) -> np.ndarray:
+        """``d[t]`` for every frame seen so far (``d[0] = 1``)."""
+        self._flush()
+        if len(self._parts) > 1:
+            self._parts = [np.concatenate(self._parts)]
+        return self._parts[0] if self._parts else np.zeros(0, dtype=np.float32)
 
 
 def dpselect(distances: np.ndarray | list[float], keep: int) -> list[int]:

@@ -25,6 +25,7 @@ def video_record(item: dict) -> dict:
         "schema_version": SCHEMA_VERSION,
         "video": video,
         "shots": item["shots"],
+        "transitions": item.get("transitions", []),
         "clips": item["clips"],
         "plan": item["plan"],
         "producers": item.get("producers", {}),

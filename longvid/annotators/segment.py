@@ -1,7 +1,8 @@
 """The segment stage: one streamed decode feeds shot detection and keyframe features,
 then clip rules and DPSelect keyframes per clip.
 
-Memory is bounded for any length: only one thumbnail and one float per frame are kept.
+Memory is bounded for any length: a block of thumbnails and the detector's fixed window are kept,
+plus a few bytes per frame (the keyframe distance). Never decodes a video twice.
 """
 
 from __future__ import annotations
@@ -12,25 +13,43 @@ import numpy as np
 
 from .base import ItemFailed, Resources, Stage
 from .clips import ClipConfig, make_clips
-from .decode import DecodeStats, iter_thumbnails
+from .decode import DecodeConfig, DecodeStats, iter_thumbnails
+from .fastcut import FastCutConfig
 from .keyframes import FrameDistance, dpselect
-from .shots import make_detector, shots_from_boundaries
+from .shots import ShotDetector, make_detector, shots_from_boundaries
+from .transnet import HybridConfig, TransNetConfig
 
 
 @dataclass
 class SegmentConfig:
-    detector: str = "contentdiff"  # shot detector name (see annotators.shots.DETECTORS)
-    keyframes_per_clip: int = 4  # DPSelect keyframes stored per clip
+    detector: str = "fast"  # shot detector name (see annotators.shots.DETECTORS): fast, hybrid, transnetv2, contentdiff
+    keyframes_per_clip: int = 4  # DPSelect keyframes stored per clip (one per clip of 4 frames at stage 1)
     min_decoded_fraction: float = 0.9  # fewer decoded frames than this share of the probed count = truncated
     clips: ClipConfig = field(default_factory=ClipConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    fast: FastCutConfig = field(default_factory=FastCutConfig)
+    transnet: TransNetConfig = field(default_factory=TransNetConfig)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+
+
+def build_detector(config: SegmentConfig) -> ShotDetector:
+    """The configured detector, with its own settings from ``config``."""
+    if config.detector == "fast":
+        return make_detector("fast", config=config.fast)
+    if config.detector == "transnetv2":
+        return make_detector("transnetv2", config=config.transnet)
+    if config.detector == "hybrid":
+        return make_detector("hybrid", config=config.hybrid, fast=config.fast, transnet=config.transnet)
+    return make_detector(config.detector)
 
 
 def segment_video(source, probe: dict, video_id: str, config: SegmentConfig) -> dict:
-    """Shots, clips and keyframes of one video from a single decode."""
-    detector = make_detector(config.detector)
+    """Shots, transitions, clips and keyframes of one video from a single decode."""
+    detector = build_detector(config)
     distance = FrameDistance()
     stats = DecodeStats()
-    for thumb in iter_thumbnails(source, stats=stats):
+    # yields HxWx3 uint8 thumbnails, one per decoded frame, in display order
+    for thumb in iter_thumbnails(source, stats=stats, config=config.decode):
         detector.update(thumb)
         distance.update(thumb)
     expected = probe["num_frames"]
@@ -40,20 +59,31 @@ def segment_video(source, probe: dict, video_id: str, config: SegmentConfig) -> 
         why = f": {stats.error}" if stats.error else ""
         raise ItemFailed(f"truncated or corrupt: decoded {stats.frames} of {expected} frames{why}")
     num_frames, fps = stats.frames, probe["fps"]
-    shots = shots_from_boundaries(detector.finish(), num_frames, fps)
+    boundaries = detector.finish()
+    shots = shots_from_boundaries(boundaries, num_frames, fps)
+    transitions = [t for t in detector.transitions if t["start_frame"] < num_frames]
     clips = make_clips(video_id, shots, num_frames, fps, config.clips)
-    d = np.asarray(distance.distances, dtype=np.float32)
+    d = distance.distances
+    keyframes = []
     for clip in clips:
         a, b = clip["start_frame"], clip["end_frame"]
-        chosen = dpselect(d[a:b], config.keyframes_per_clip)
-        clip["keyframes"] = [a + i for i in chosen]
-        clip["keyframe_times"] = [round((a + i) / fps, 6) for i in chosen]
-    return {"num_frames": num_frames, "shots": shots, "clips": clips, "detector": detector.name}
+        chosen = [a + i for i in dpselect(d[a:b], config.keyframes_per_clip)]
+        clip["keyframes"] = chosen
+        clip["keyframe_times"] = [round(i / fps, 6) for i in chosen]
+        keyframes += [{"frame": i, "time": round(i / fps, 6), "clip_id": clip["clip_id"]} for i in chosen]
+    return {
+        "num_frames": num_frames,
+        "shots": shots,
+        "transitions": transitions,
+        "clips": clips,
+        "keyframes": keyframes,
+        "detector": detector.name,
+    }
 
 
 class Segment(Stage):
     name = "segment"
-    version = "1"
+    version = "2"
     resources = Resources(num_cpus=1.0)  # decode-bound: one core per video
 
     def __init__(self, config: SegmentConfig | None = None):
@@ -63,6 +93,7 @@ class Segment(Stage):
         result = segment_video(item["media"], item["probe"], item["video_id"], self.config)
         item["probe"]["num_frames"] = result["num_frames"]  # decoded count is the truth
         item["shots"] = result["shots"]
+        item["transitions"] = result["transitions"]
         item["clips"] = result["clips"]
         item["detector"] = result["detector"]
         return item

@@ -1,15 +1,33 @@
-"""Shot boundaries from streamed thumbnails.
+"""Shot boundaries from streamed thumbnails: the detector protocol, the registry, and shots.
 
-A detector sees each frame once (``update``) and returns the first frame of every new shot
-(``finish``). This file holds the simple fast detector; others register in ``DETECTORS``.
+A detector sees each 48x27 RGB frame once (``update``) and returns the first frame of every new
+shot (``finish``); after ``finish`` its ``transitions`` list each boundary's frame span and kind
+(``cut``: no frames of its own; ``dissolve``/``fade``/``gradual``: the frames in between).
+Detectors never decode: they get the frames the segment stage decoded once for everyone.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+
+
+class ShotDetector:
+    """Base of every detector: ``update(thumb)`` per frame, then ``finish() -> boundaries``."""
+
+    name = "detector"
+
+    def __init__(self):
+        self.transitions: list[dict] = []  # filled by finish(): {"start_frame", "end_frame", "kind"}
+
+    def update(self, thumb: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> list[int]:
+        raise NotImplementedError
 
 
 @dataclass
@@ -20,12 +38,14 @@ class ContentDiffConfig:
     min_shot_frames: int = 8  # no two boundaries closer than this (flash and jitter guard)
 
 
-class ContentDiffDetector:
-    """Hard cuts: a frame whose difference to the previous one spikes above its neighbourhood."""
+class ContentDiffDetector(ShotDetector):
+    """The first, simplest detector (kept as a baseline): a frame difference that spikes above the
+    recent median. Hard cuts only; fires on flashes and misses dissolves."""
 
     name = "contentdiff"
 
     def __init__(self, config: ContentDiffConfig | None = None):
+        super().__init__()
         self.config = config or ContentDiffConfig()
         self._prev: np.ndarray | None = None
         self._recent: deque[float] = deque(maxlen=self.config.window)
@@ -49,17 +69,37 @@ class ContentDiffDetector:
         self._index += 1
 
     def finish(self) -> list[int]:
+        self.transitions = cut_transitions(self.boundaries)
         return list(self.boundaries)
 
 
-DETECTORS = {"contentdiff": ContentDiffDetector}
+# name → "module:Class" (imported on first use, so torch loads only for the detectors that need it)
+DETECTORS = {
+    "fast": "longvid.annotators.fastcut:FastCutDetector",
+    "contentdiff": "longvid.annotators.shots:ContentDiffDetector",
+    "transnetv2": "longvid.annotators.transnet:TransNetV2Detector",
+    "hybrid": "longvid.annotators.transnet:HybridDetector",
+}
 
 
-def make_detector(name: str):
+def detector_class(name: str):
     try:
-        return DETECTORS[name]()
+        target = DETECTORS[name]
     except KeyError:
         raise ValueError(f"unknown shot detector {name!r}; known: {sorted(DETECTORS)}") from None
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_detector(name: str, **kwargs) -> ShotDetector:
+    """A fresh detector by registry name; ``kwargs`` go to its constructor (e.g. ``config=``)."""
+    return detector_class(name)(**kwargs)
+
+
+def cut_transitions(boundaries: list[int]) -> list[dict]:
+    return [{"start_frame": b, "end_frame": b, "kind": "cut"} for b in boundaries]
 
 
 def shots_from_boundaries(boundaries: list[int], num_frames: int, fps: float) -> list[dict]:

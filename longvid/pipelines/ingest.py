@@ -230,7 +230,7 @@ def connect_ray(config: RayConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=config.num_cpus, object_store_memory=config.object_store_mb << 20,
+        ray.init(address="local", num_cpus=config.num_cpus, object_store_memory=config.object_store_mb << 20,
                  include_dashboard=False, log_to_driver=True)
     return True
 

@@ -50,3 +50,17 @@ def test_truncated_faststart_video_fails_with_reason(tmp_path):
         assert "truncated" in exc.reason
     else:
         raise AssertionError("a half file must not pass as a whole video")
+
+
+def test_memory_stays_bounded_on_a_long_video(tmp_path):
+    """2,400 frames: keeping every decoded frame would need ~22 MB, every 48x27 thumbnail ~9 MB."""
+    import tracemalloc
+
+    v = write_video(str(tmp_path / "long.mp4"), [600] * 4, fps=25, width=64, height=48)
+    probe = probe_file(v.path)
+    tracemalloc.start()
+    out = segment_video(v.path, probe, "0" * 16, SegmentConfig())
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert out["num_frames"] == 2400
+    assert peak < 5 * 1024 * 1024, f"peak traced memory {peak / 1e6:.1f} MB"

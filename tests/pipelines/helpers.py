@@ -46,7 +46,7 @@ def good_videos(folder: str, count: int, seconds: float = 6.0, fps: int = 25) ->
     paths = []
     for i in range(count):
         frames = int(seconds * fps)
-        shots = [frames // 3, frames // 3, frames - 2 * (frames // 3)]
+        shots = [frames // 3 + i, frames // 3, frames - 2 * (frames // 3)]  # distinct content per i
         path = os.path.join(folder, f"good-{i:03d}.mp4")
         write_video(path, shots, fps=fps, width=64 + 16 * (i % 3), height=48)
         paths.append(path)

