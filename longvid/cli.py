@@ -12,6 +12,8 @@ import sys
 COMMAND_MODULES = [
     "longvid.pipelines.ingest_cli",  # ingest, probe, demo
     "longvid.pipelines.segment_cli",  # segment
+    "longvid.pipelines.annotate_cli",  # annotate (captions, summary + QA layers)
+    "longvid.model.cli",  # train, ask
 ]
 
 

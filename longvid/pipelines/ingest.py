@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 import ray
 
 from ..annotators.base import Resources, Stage
+from ..annotators.captioners import CaptionerConfig
+from ..annotators.captioners.stage import CaptionStage, PrepareCaptionFrames
 from ..annotators.fetch import Fetch, FetchConfig
 from ..annotators.plan import Plan, video_record
 from ..annotators.probe import Probe
 from ..annotators.segment import Segment, SegmentConfig
 from ..shards.dataset import finalize
 from ..shards.index import read_index_parts, repair_index_parts, write_index_part
+from ..shards.layers import layer_dir, write_layer_meta, write_layer_part
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
 from ..shards.storage import Storage
@@ -59,12 +62,27 @@ class RayConfig:
 
 
 @dataclass
+class IngestCaptionConfig:
+    enabled: bool = False  # caption every clip while ingesting (else run `longvid annotate` later)
+    layer: str = "caption"  # annotation layer the captions go to
+    version: str = "v1"  # layer version (a later `longvid annotate` run can add v2 beside it)
+    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    prepare_stage: bool = True  # decode and resize clip frames in a CPU stage so the model never waits on decoding
+    prepare_cpus: float = 1.0  # CPUs per frame-preparation task (one decode per video)
+    actors: int = 1  # captioner actors (one model each); one per GPU on a GPU cluster
+    num_gpus: float = 1.0  # GPU share per captioner actor; 0 on a machine without GPUs
+    num_cpus: float = 1.0  # CPUs per captioner actor
+    batch_size: int = 8  # videos per captioner call (all their clips go to the engine together)
+
+
+@dataclass
 class IngestConfig:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     resources: StageResourcesConfig = field(default_factory=StageResourcesConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    caption: IngestCaptionConfig = field(default_factory=IngestCaptionConfig)
     ledger_flush_s: float = 10.0  # how often the ledger is saved while running (a kill loses at most this)
     progress_s: float = 5.0  # seconds between progress lines
 
@@ -119,14 +137,21 @@ class Dedup(Stage):
 
 def build_stages(config: IngestConfig, registry) -> list[StageSpec]:
     """The pipeline, top to bottom (the writer is added by :func:`run_ingest`)."""
-    r = config.resources
-    return [
+    r, c = config.resources, config.caption
+    stages = [
         StageSpec(Fetch(config.fetch), num_cpus=r.fetch_cpus),
         StageSpec(Dedup(registry), num_cpus=0.05),
         StageSpec(Probe(), num_cpus=r.probe_cpus),
         StageSpec(Segment(config.segment), num_cpus=r.segment_cpus),
         StageSpec(Plan(), num_cpus=r.plan_cpus),
     ]
+    if c.enabled:
+        if c.prepare_stage:
+            stages.append(StageSpec(PrepareCaptionFrames(c.captioner), num_cpus=c.prepare_cpus))
+        caption = CaptionStage(c.captioner, c.layer, c.version, num_gpus=c.num_gpus, num_cpus=c.num_cpus)
+        stages.append(StageSpec(caption, num_cpus=c.num_cpus, num_gpus=c.num_gpus, actors=c.actors,
+                                batch_size=c.batch_size))
+    return stages
 
 
 # -- the writer ------------------------------------------------------------------------------
@@ -150,10 +175,11 @@ def ledger_row(item: dict, shard: str | None = None) -> dict:
 class ShardWriteStage:
     """Actor: writes each batch of finished items into whole shards, then their index parts."""
 
-    def __init__(self, root: str, counter, registry, shard_config: ShardConfig):
+    def __init__(self, root: str, counter, registry, shard_config: ShardConfig, caption: IngestCaptionConfig):
         self.storage = Storage.for_uri(root)
         self.counter, self.registry = counter, registry
         self.config = shard_config
+        self.caption = caption
 
     def __call__(self, batch: dict) -> dict:
         items = [decode_row({"item": i, "media": m}) for i, m in zip(batch["item"], batch["media"])]
@@ -162,8 +188,12 @@ class ShardWriteStage:
         records: dict[str, dict] = {}
         shard_of: dict[str, str] = {}
 
+        annotations = {it["video_id"]: it.get("annotations", {}) for it in good}
+
         def on_commit(shard):
             write_index_part(self.storage, shard, records)
+            if self.caption.enabled:
+                self._write_captions(shard, annotations)
             keys = [s.key for s in shard.samples]
             ray.get(self.registry.mark_committed.remote(keys))
             shard_of.update({k: shard.name for k in keys})
@@ -181,6 +211,27 @@ class ShardWriteStage:
                 it["media"] = None
         rows = [ledger_row(it, shard_of.get(it.get("video_id"))) for it in items]
         return {"ledger": [json.dumps(r) for r in rows]}
+
+    def _write_captions(self, shard, annotations: dict[str, dict]) -> None:
+        """The shard's captions as one layer part named after it; clip failures in the layer's ledger."""
+        c = self.caption
+        part = shard.name.rsplit("/", 1)[-1][: -len(".tar")]
+        rows, producer = [], None
+        ledger = Ledger(self.storage, f"ingest-{part}", directory=f"{layer_dir(c.layer, c.version)}/ledger")
+        for sample in shard.samples:
+            produced = annotations.get(sample.key, {}).get(c.layer, {}).get(c.version)
+            if produced is None:
+                continue
+            producer = produced["producer"]
+            rows.extend(produced["rows"])
+            for failure in produced["failures"]:
+                ledger.add(video_id=sample.key, url=failure.get("clip_id"), status=STATUS_FAILED, action="failed",
+                           stage="caption", reason=failure["reason"], shard=shard.name)
+        write_layer_part(self.storage, c.layer, c.version, part, rows)
+        if ledger.rows:
+            ledger.flush()
+        if producer is not None:
+            write_layer_meta(self.storage, c.layer, c.version, {"producer": producer, "written_by": "ingest"})
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -282,7 +333,7 @@ def _build_dataset(items: list[dict], stages: list[StageSpec], out: str, config:
         else:
             ds = ds.map(row_mapper(spec.stage), num_cpus=spec.num_cpus)
     return ds.map_batches(
-        ShardWriteStage, fn_constructor_args=(out, counter, registry, config.shards),
+        ShardWriteStage, fn_constructor_args=(out, counter, registry, config.shards, config.caption),
         batch_size=config.shards.max_videos, num_cpus=config.resources.write_cpus,
         compute=ray.data.ActorPoolStrategy(size=max(1, config.resources.writers)),
     )

@@ -1,0 +1,57 @@
+"""``longvid annotate DATASET --layer NAME --version TAG --captioner MODEL [--config FILE]``:
+a new version of an annotation layer over an existing dataset (see docs/annotation.md).
+
+Parses flags and YAML into :class:`AnnotateConfig` and hands over to ``annotate.run_annotate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import ConfigError, add_dataclass_arguments, build_config
+from .annotate import AnnotateConfig, AnnotateError, run_annotate
+
+EPILOG = """examples:
+  longvid annotate /data/corpus --layer caption --version v2 --captioner HuggingFaceTB/SmolVLM2-2.2B-Instruct
+  longvid annotate s3://bucket/corpus --layer caption --version qwen25vl-1 \\
+      --captioner Qwen/Qwen2.5-VL-7B-Instruct --pipeline.pool-size 8 --pipeline.batch-size 64
+  longvid annotate /data/corpus --layer qa --version v1 --writer Qwen/Qwen2.5-7B-Instruct --source-layer caption/v2
+  longvid annotate /data/corpus --layer caption --version cpu-trial --config annotate.yaml   # all settings in YAML
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "annotate",
+        help="write a new version of an annotation layer (clip captions, or summary + QA)",
+        description="Caption every clip of an existing dataset with a vision-language model, or write a "
+                    "summary and checked QA pairs per video from a caption layer, into "
+                    "annotations/<layer>/<version>/. Video shards are never rewritten; a killed run resumes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dataset", help="dataset root: a folder or s3://bucket/prefix")
+    parser.add_argument("--config", dest="config_file", default=None, help="YAML file of AnnotateConfig settings")
+    parser.add_argument("--captioner", dest="captioner_model", default=None, metavar="MODEL",
+                        help="vision-language model (hub id or local path) that captions each clip")
+    parser.add_argument("--writer", dest="writer_model", default=None, metavar="MODEL",
+                        help="text model (hub id or local path) that writes summary + QA from --source-layer")
+    parser.add_argument("--backend", dest="backend", default=None, choices=("vllm", "transformers"),
+                        help="engine for the chosen model (default: vllm)")
+    add_dataclass_arguments(parser, AnnotateConfig)
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    extra = {"captioner.model.model": args.captioner_model, "writer.model.model": args.writer_model}
+    if args.backend:
+        key = "writer" if args.writer_model else "captioner"
+        extra[f"{key}.model.backend"] = args.backend
+    try:
+        config = build_config(AnnotateConfig, args, args.config_file, extra=extra)
+        summary = run_annotate(args.dataset, config)
+    except (ConfigError, AnnotateError, ValueError) as exc:  # bad settings, not a dataset, unknown prompt
+        print(f"longvid annotate: {exc}", file=sys.stderr)
+        return 2
+    return 1 if summary["videos"] and summary["failed_videos"] == summary["videos"] else 0

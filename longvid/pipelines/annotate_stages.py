@@ -1,0 +1,182 @@
+"""The Ray Data functions of ``longvid annotate``: the CPU preparation stage (ranged read of one
+video from its shard, one decode, the planned frames resized) and the model actors (captioner
+with or without a preparation stage before it, and the summary/QA writer).
+
+Rows between stages are flat (strings, bytes): JSON metadata and raw frame bytes, never pickles.
+The annotators do the work; this module only moves rows and turns failures into result rows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator
+
+import numpy as np
+
+from ..annotators.base import ItemFailed
+from ..annotators.captioners import Captioner, CaptionerConfig, ClipFrames, caption_rows, producer_id
+from ..annotators.captioners.frames import iter_clip_frames
+from ..annotators.writers import TimelineClip, VideoTimeline, VideoWriter, WriterConfig, written_rows
+from ..shards.reader import read_record
+from ..shards.storage import Storage
+
+PREPARE_CHUNK = 8  # clips per block out of the preparation stage: small blocks keep memory flat
+
+
+def batch_rows(batch: dict) -> list[dict]:
+    """A Ray Data numpy batch (column → array) as plain Python rows."""
+    columns = {name: (col.tolist() if isinstance(col, np.ndarray) else list(col)) for name, col in batch.items()}
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def columns(rows: list[dict], names: tuple[str, ...]) -> dict:
+    return {name: [r[name] for r in rows] for name in names}
+
+
+def _failure(video: dict, expected: int, stage: str, reason: str, clip_id: str | None = None) -> dict:
+    meta = {"expected": expected, "clip_id": clip_id, "error": reason, "stage": stage}
+    return {"part": video["part"], "key": video["key"], "meta": json.dumps(meta), "frames": b""}
+
+
+def prepare_video(video: dict, storage: Storage, config: CaptionerConfig) -> Iterator[dict]:
+    """One row per clip of ``video`` (frames as bytes + JSON meta), or failure rows that say why.
+
+    Every clip yields exactly one row (``expected`` = clip count), so the driver knows when the
+    video is done even if decoding breaks halfway.
+    """
+    try:
+        record = read_record(storage, video["shard"], video["json_offset"], video["json_size"])
+        clips = list(record.get("clips", []))
+        fps = float(record["video"]["fps"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable record is this video's failure
+        yield _failure(video, 1, "read", f"cannot read the video record: {type(exc).__name__}: {exc}")
+        return
+    if not clips:
+        yield _failure(video, 1, "prepare", "the video has no clips to caption")
+        return
+    expected, emitted = len(clips), set()
+    try:
+        media = storage.read_range(video["shard"], video["media_offset"], video["media_size"])
+        c = config
+        for clip in iter_clip_frames(video["key"], media, clips, fps, c.frame_source, c.max_frames, c.longest_edge):
+            meta = {"expected": expected, "clip_id": clip.clip_id, "start": clip.start, "end": clip.end,
+                    "shape": list(clip.frames.shape), "frame_times": clip.frame_times, "error": None}
+            emitted.add(clip.clip_id)
+            yield {"part": video["part"], "key": video["key"], "meta": json.dumps(meta), "frames": clip.frames.tobytes()}
+    except (ItemFailed, ValueError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, ItemFailed) else f"{type(exc).__name__}: {exc}"
+        for clip in clips:
+            if clip["clip_id"] not in emitted:
+                yield _failure(video, expected, "decode", reason, clip["clip_id"])
+
+
+PREPARED = ("part", "key", "meta", "frames")
+RESULTS = ("part", "key", "result")
+
+
+def prepare_videos(batch: dict, storage: Storage, config: CaptionerConfig) -> Iterator[dict]:
+    """Ray Data generator UDF: videos in, clip rows out, ``PREPARE_CHUNK`` at a time."""
+    out: list[dict] = []
+    for video in batch_rows(batch):
+        for row in prepare_video(video, storage, config):
+            out.append(row)
+            if len(out) >= PREPARE_CHUNK:
+                yield columns(out, PREPARED)
+                out = []
+    if out:
+        yield columns(out, PREPARED)
+
+
+def caption_prepared(captioner: Captioner, pid: str, rows: list[dict]) -> dict:
+    """Caption the clip rows among ``rows``; failure rows pass through. One result per row."""
+    metas = [json.loads(r["meta"]) for r in rows]
+    todo = [i for i, m in enumerate(metas) if m["error"] is None]
+    clips = [ClipFrames(rows[i]["key"], metas[i]["clip_id"], metas[i]["start"], metas[i]["end"],
+                        np.frombuffer(rows[i]["frames"], dtype=np.uint8).reshape(metas[i]["shape"]),
+                        metas[i]["frame_times"]) for i in todo]
+    started = time.time()
+    try:
+        captions = dict(zip(todo, captioner.caption(clips))) if clips else {}
+    except Exception as exc:  # noqa: BLE001 - the engine broke on this batch: its clips fail, the run goes on
+        captions = {}
+        for i in todo:
+            metas[i].update(error=f"engine error: {type(exc).__name__}: {exc}", stage="caption")
+    model_span = [started, time.time()] if clips else None  # when the model was busy (benchmarks: busy fraction)
+    results = []
+    for i, (row, meta) in enumerate(zip(rows, metas)):
+        cap = captions.get(i)
+        result = {"expected": meta["expected"], "rows": [], "failures": [], "num_tokens": 0, "model_span": model_span}
+        if cap is None:
+            result["failures"].append({"stage": meta["stage"], "clip_id": meta["clip_id"], "reason": meta["error"]})
+        elif cap.ok:
+            result.update(rows=caption_rows([cap], pid), num_tokens=cap.num_tokens)
+        else:
+            result.update(num_tokens=cap.num_tokens)
+            result["failures"].append({"stage": "caption", "clip_id": cap.clip_id, "reason": cap.error})
+        results.append({"part": row["part"], "key": row["key"], "result": json.dumps(result)})
+    return columns(results, RESULTS)
+
+
+class CaptionActor:
+    """A model worker fed by the preparation stage: one engine, loaded once, for its lifetime."""
+
+    def __init__(self, config: CaptionerConfig):
+        self.captioner = Captioner(config)
+        self.captioner.setup()
+        self.pid = producer_id(self.captioner.producer())
+
+    def __call__(self, batch: dict) -> dict:
+        return caption_prepared(self.captioner, self.pid, batch_rows(batch))
+
+
+class InlineCaptionActor(CaptionActor):
+    """A model worker that decodes its videos itself (preparation stage off): the baseline the
+    benchmark compares against; the engine idles while each video decodes."""
+
+    def __init__(self, config: CaptionerConfig, storage: Storage, batch_size: int):
+        super().__init__(config)
+        self.config = config
+        self.storage = storage
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict) -> Iterator[dict]:
+        pending: list[dict] = []
+        for video in batch_rows(batch):
+            for row in prepare_video(video, self.storage, self.config):
+                pending.append(row)
+                if len(pending) >= self.batch_size:
+                    yield caption_prepared(self.captioner, self.pid, pending)
+                    pending = []
+        if pending:
+            yield caption_prepared(self.captioner, self.pid, pending)
+
+
+class WriterActor:
+    """A text model worker: video timelines in, summary + checked QA rows out."""
+
+    def __init__(self, config: WriterConfig):
+        self.writer = VideoWriter(config)
+        self.writer.setup()
+        self.pid = self.writer.producer_id()
+
+    def __call__(self, batch: dict) -> dict:
+        videos = batch_rows(batch)
+        timelines = [VideoTimeline(v["key"], float(v["duration"]), [TimelineClip(*c) for c in json.loads(v["timeline"])])
+                     for v in videos]
+        try:
+            written = self.writer.write(timelines)
+        except Exception as exc:  # noqa: BLE001 - the engine broke on this batch: its videos fail
+            reason = f"engine error: {type(exc).__name__}: {exc}"
+            written = None
+        results = []
+        for i, video in enumerate(videos):
+            result = {"expected": 1, "rows": [], "failures": [], "num_tokens": 0}
+            if written is None:
+                result["failures"].append({"stage": "write", "clip_id": None, "reason": reason})
+            else:
+                w = written[i]
+                result.update(rows=written_rows(w, float(video["duration"]), self.pid), num_tokens=w.num_tokens)
+                result["failures"] = [{"stage": r["task"], "clip_id": None, "reason": r["reason"]} for r in w.rejected]
+            results.append({"part": video["part"], "key": video["key"], "result": json.dumps(result)})
+        return columns(results, RESULTS)
