@@ -332,11 +332,23 @@ def _build_dataset(items: list[dict], stages: list[StageSpec], out: str, config:
                                 num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)
         else:
             ds = ds.map(row_mapper(spec.stage), num_cpus=spec.num_cpus)
+    writers = _writers_that_fit(config.resources)
     return ds.map_batches(
         ShardWriteStage, fn_constructor_args=(out, counter, registry, config.shards, config.caption),
         batch_size=config.shards.max_videos, num_cpus=config.resources.write_cpus,
-        compute=ray.data.ActorPoolStrategy(size=max(1, config.resources.writers)),
+        compute=ray.data.ActorPoolStrategy(size=writers),
     )
+
+
+def _writers_that_fit(r: StageResourcesConfig) -> int:
+    """Writer actors hold their CPUs for the whole run: never let them take over half the
+    cluster, or the stages that feed them starve and the run stalls (seen on a 2-core machine)."""
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    fit = max(1, int(0.5 * total / max(r.write_cpus, 1e-3)))
+    if r.writers > fit:
+        log.warning("resources.writers=%d × %.2f CPU would hold over half of the cluster's %.0f CPUs; using %d",
+                    r.writers, r.write_cpus, total, fit)
+    return max(1, min(r.writers, fit))
 
 
 def _record(row: dict, ledger: Ledger, summary: IngestSummary, shards: set[str], clips: dict) -> None:
