@@ -1,0 +1,146 @@
+"""Conversations for training, built from chosen annotation layer versions.
+
+Shared by the training stream and ``longvid export llava``: the same layers give the same turns.
+
+* a clip sample (a short span of a parent video) gets its caption: ``Describe this video.``;
+* a video sample gets its video-level rows (the writer's summary and checked QA pairs, or plain
+  text rows as a description); when no layer has video-level rows for it, its clip captions in
+  time order become a dense, time-stamped description.
+
+Every conversation opens with ``<image>`` and the time prompt (SEEDS.md §1) in the first human
+turn. Values are read as JSON or text, never executed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .layers import read_layer
+from .sampling import time_prompt
+from .storage import Storage
+
+IMAGE_TOKEN = "<image>"
+CLIP_QUESTION = "Describe this video."
+DENSE_QUESTION = "Describe the video in detail, with the time of each event."
+SUMMARY_QUESTION = "Summarize the video."
+
+
+def parse_layer_refs(refs: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """``["caption/v1", "writer/v1"]`` → ``[("caption", "v1"), ("writer", "v1")]``."""
+    out = []
+    for ref in refs:
+        layer, sep, version = str(ref).partition("/")
+        if not sep or not layer or not version or "/" in version:
+            raise ValueError(f"a layer is named LAYER/VERSION (for example caption/v1), got {ref!r}")
+        out.append((layer, version))
+    return out
+
+
+@dataclass
+class Annotations:
+    """The rows of some layer versions, grouped for lookup by video key and clip id."""
+
+    layers: list[tuple[str, str]] = field(default_factory=list)
+    clip_text: dict[tuple[str, str], str] = field(default_factory=dict)  # (key, clip_id) → caption
+    clips_of: dict[str, list[tuple[float, float, str, str]]] = field(default_factory=dict)  # key → (start, end, clip_id, text)
+    video_items: dict[str, list[dict]] = field(default_factory=dict)  # key → decoded video-level values
+
+    @classmethod
+    def load(cls, storage: Storage, refs: list[str] | tuple[str, ...]) -> "Annotations":
+        ann = cls(layers=parse_layer_refs(refs))
+        for layer, version in ann.layers:
+            table = read_layer(storage, layer, version).select(["key", "clip_id", "start", "end", "value", "value_type"])
+            for row in table.to_pylist():
+                ann.add(row)
+        for spans in ann.clips_of.values():
+            spans.sort()
+        return ann
+
+    def add(self, row: dict) -> None:
+        key, value = row["key"], row["value"]
+        if value is None:
+            return
+        if row.get("clip_id"):
+            text = value if row.get("value_type") != "json" else _text_of(value)
+            if text:
+                if (key, row["clip_id"]) not in self.clip_text:
+                    self.clips_of.setdefault(key, []).append((float(row["start"]), float(row["end"]), row["clip_id"], text))
+                self.clip_text[(key, row["clip_id"])] = text
+            return
+        if row.get("value_type") == "json":
+            try:
+                item = json.loads(value)
+            except ValueError:
+                return
+            if not isinstance(item, dict):
+                return
+        else:
+            item = {"task": "description", "text": value}
+        self.video_items.setdefault(key, []).append(item)
+
+    def caption(self, key: str, clip_id: str) -> str | None:
+        return self.clip_text.get((key, clip_id))
+
+    def has_video(self, key: str) -> bool:
+        return key in self.video_items or key in self.clips_of
+
+
+def _text_of(value: str) -> str | None:
+    try:
+        item = json.loads(value)
+    except ValueError:
+        return None
+    return item.get("text") if isinstance(item, dict) else None
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.1f}s"
+
+
+def item_turn(item: dict) -> tuple[str, str] | None:
+    """(question, answer) of one video-level value, or None when it cannot form a turn."""
+    task = item.get("task")
+    if task == "summary" or task == "description":
+        text = item.get("text")
+        return (SUMMARY_QUESTION if task == "summary" else DENSE_QUESTION, text) if text else None
+    question, answer = item.get("question"), item.get("answer")
+    if not question or answer is None:
+        return None
+    if task == "event_order":
+        events = item.get("events") or []
+        try:
+            listed = "\n".join(f"({i}) {e['description']}" for i, e in enumerate(events))
+            ordered = ", then ".join(events[i]["description"] for i in answer)
+        except (KeyError, IndexError, TypeError):
+            return None
+        return f"{question}\n{listed}", f"{ordered}."
+    if task == "temporal_grounding" and isinstance(answer, dict):
+        return question, f"From {_seconds(answer['start'])} to {_seconds(answer['end'])}."
+    return question, str(answer)
+
+
+def video_turns(ann: Annotations, key: str) -> list[tuple[str, str]]:
+    """The turns of a whole-video sample: video-level items in stored order, else dense captions."""
+    turns = [t for t in (item_turn(i) for i in ann.video_items.get(key, [])) if t is not None]
+    if turns:
+        return turns
+    spans = ann.clips_of.get(key, [])
+    if spans:
+        return [(DENSE_QUESTION, "\n".join(f"[{_seconds(s)}-{_seconds(e)}] {text}" for s, e, _, text in spans))]
+    return []
+
+
+def clip_turns(ann: Annotations, key: str, clip_id: str) -> list[tuple[str, str]]:
+    text = ann.caption(key, clip_id)
+    return [(CLIP_QUESTION, text)] if text else []
+
+
+def build_conversation(turns: list[tuple[str, str]], duration: float, num_frames: int) -> list[dict]:
+    """LLaVA-style turns; the first human turn carries ``<image>`` and the time prompt."""
+    conv = []
+    for i, (question, answer) in enumerate(turns):
+        human = f"{IMAGE_TOKEN}\n{time_prompt(duration, num_frames)}\n{question}" if i == 0 else question
+        conv.append({"from": "human", "value": human})
+        conv.append({"from": "gpt", "value": answer})
+    return conv
