@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "longvid.pipelines.segment_cli",  # segment
     "longvid.pipelines.annotate_cli",  # annotate (captions, summary + QA layers)
     "longvid.model.cli",  # train, ask
+    "longvid.pipelines.export_cli",  # export llava, stats
 ]
 
 

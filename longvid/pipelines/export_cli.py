@@ -1,0 +1,141 @@
+"""``longvid export llava DATASET --out DIR`` and ``longvid stats DATASET`` (see docs/export-and-stats.md).
+
+Parses flags and hands over to ``export.run_export_llava`` and ``shards.stats``; bad input exits 2
+with one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..shards.dataset import DatasetError
+from ..shards.stats import dataset_stats, default_report_path, format_stats, write_report
+from ..shards.storage import is_s3
+from .export import DATA_YAML, UNITS, VIDEO_READ_TYPES, ExportError, LlavaExportConfig, run_export_llava
+
+EXPORT_EPILOG = f"""output:
+  DIR/llava_<unit>_<bucket>.jsonl  one file per unit and duration bucket (e.g. llava_clip_0-30s.jsonl;
+                                   bucket >1h is written gt1h)
+  DIR/{DATA_YAML}            the trainer's data YAML (datasets: json_path, sampling_strategy, data_root,
+                                   video_read_type), written last
+  DIR/videos/<key>.<ext>           with --extract-media only
+
+examples:
+  longvid export llava /data/corpus --out /data/llava --layer caption/v1 --layer qa/v1 --extract-media
+  longvid export llava s3://bucket/corpus --out ./llava --unit clip --layer caption/v2 --data-root /mnt/corpus-videos
+"""
+
+STATS_EPILOG = """examples:
+  longvid stats /data/corpus                      # text summary; report at /data/corpus/report.html
+  longvid stats s3://bucket/corpus --html /tmp/corpus.html
+  longvid stats /data/corpus --json --no-html     # machine-readable, nothing written
+"""
+
+
+def register(subparsers) -> None:
+    _register_export(subparsers)
+    _register_stats(subparsers)
+
+
+def _register_export(subparsers) -> None:
+    export = subparsers.add_parser(
+        "export", help="export a dataset for a trainer (llava: VideoChat-Flash JSONL + data YAML)",
+        description="Export a dataset's samples and chosen annotation layers in a trainer's format.",
+    )
+    formats = export.add_subparsers(dest="export_format", metavar="FORMAT")
+    export.set_defaults(func=lambda args: _usage(export))
+    parser = formats.add_parser(
+        "llava",
+        help="VideoChat-Flash / LLaVA-style JSONL per duration bucket plus the data YAML",
+        description="Write one JSONL file of LLaVA-style records (id, video, conversations, duration; start/end "
+                    "for clips) per unit and duration bucket, and the data YAML VideoChat-Flash's trainer reads. "
+                    "Conversations come from the chosen annotation layers; records without turns are skipped and "
+                    "counted. The dataset is only read.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    defaults = LlavaExportConfig()
+    parser.add_argument("dataset", help="dataset root: a folder or s3://bucket/prefix")
+    parser.add_argument("--out", required=True, metavar="DIR", help="local output folder (created if missing)")
+    parser.add_argument("--layer", dest="layers", action="append", default=[], metavar="LAYER/VERSION",
+                        help="annotation layer version to build conversations from; repeat for several "
+                             "(default: every layer that has exactly one version)")
+    parser.add_argument("--unit", choices=UNITS, default=defaults.unit,
+                        help="export whole-video samples, clip samples (parent video + start/end), or both "
+                             f"(default: {defaults.unit})")
+    parser.add_argument("--data-root", default=None, metavar="PATH",
+                        help="where the trainer finds the video files <key>.<ext> (written into the YAML; "
+                             "default: DIR/videos, filled by --extract-media)")
+    parser.add_argument("--extract-media", action="store_true",
+                        help="copy each exported video's bytes out of its shard into DIR/videos/<key>.<ext> "
+                             "(checked against the index sha256; files already there are kept)")
+    parser.add_argument("--video-read-type", choices=VIDEO_READ_TYPES, default=defaults.video_read_type,
+                        help=f"the trainer's video reader, written into the YAML (default: {defaults.video_read_type})")
+    parser.add_argument("--sampling-strategy", default=defaults.sampling_strategy, metavar="STRATEGY",
+                        help="per-file sampling written into the YAML: all, first:N, end:N or first:P%% "
+                             f"(default: {defaults.sampling_strategy})")
+    parser.add_argument("--json-root", default=None, metavar="PATH",
+                        help="prefix of each json_path in the YAML, for a trainer that sees DIR elsewhere "
+                             "(default: the absolute DIR)")
+    parser.set_defaults(func=main_export_llava)
+
+
+def _register_stats(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "stats", help="hours, counts, duration buckets and annotation layers of a dataset (+ HTML report)",
+        description="Print a dataset's hours, video/clip/shard counts, counts and hours per duration bucket and "
+                    "its annotation layers (rows, producer), and write a self-contained HTML report with the "
+                    "duration histogram as inline SVG.",
+        epilog=STATS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dataset", help="dataset root: a folder or s3://bucket/prefix")
+    parser.add_argument("--html", default=None, metavar="PATH",
+                        help="local path of the HTML report (default: DATASET/report.html for a local dataset, "
+                             "./<name>-report.html for one on S3)")
+    parser.add_argument("--no-html", action="store_true", help="write no HTML report")
+    parser.add_argument("--json", action="store_true", help="print the statistics as JSON instead of text")
+    parser.set_defaults(func=main_stats)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def main_export_llava(args: argparse.Namespace) -> int:
+    config = LlavaExportConfig(
+        layers=list(args.layers), unit=args.unit, data_root=args.data_root, extract_media=args.extract_media,
+        video_read_type=args.video_read_type, sampling_strategy=args.sampling_strategy, json_root=args.json_root,
+    )
+    try:
+        summary = run_export_llava(args.dataset, args.out, config)
+    except (ExportError, DatasetError, ValueError, FileNotFoundError) as exc:
+        print(f"longvid export llava: {exc}", file=sys.stderr)
+        return 2
+    return 1 if summary["media"]["failed"] else 0
+
+
+def main_stats(args: argparse.Namespace) -> int:
+    from ..shards.storage import Storage
+
+    if args.html and is_s3(args.html):
+        print("longvid stats: --html must be a local path", file=sys.stderr)
+        return 2
+    try:
+        stats = dataset_stats(Storage.for_uri(args.dataset))
+    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        print(f"longvid stats: {exc}", file=sys.stderr)
+        return 2
+    if not args.no_html:
+        path = write_report(stats, args.html or default_report_path(args.dataset))
+        stats["report"] = path
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+    else:
+        print(format_stats(stats))
+        if "report" in stats:
+            print(f"report: {stats['report']}")
+    return 0
