@@ -80,7 +80,7 @@ def resolve_layers(storage: Storage, refs: list[str]) -> list[str]:
         if not refs:
             raise ExportError(f"{storage.root} has no annotation layers: nothing to build conversations from")
     try:
-        parsed = parse_layer_refs(refs)
+        parsed = list(dict.fromkeys(parse_layer_refs(refs)))  # a ref given twice would double every turn
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     for layer, version in parsed:
@@ -284,6 +284,8 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
         f.write(text)
     os.replace(tmp, yaml_path)  # last: a YAML on disk lists only complete files
 
+    listed = {os.path.basename(path) for _, _, path in written}
+    stale = sorted(n for n in os.listdir(out_dir) if re.match(r"^llava_(video|clip)_.+\.jsonl$", n) and n not in listed)
     records: dict[str, dict[str, int]] = {}
     for (unit, bucket), n in counts.items():
         records.setdefault(unit, {})[bucket] = n
@@ -298,6 +300,7 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
         "data_root": data_root,
         "media": media,
         "videos_referenced": len(used_keys),
+        "stale": [os.path.join(out_dir, n) for n in stale],
     }
     log(format_summary(summary, config))
     return summary
@@ -317,6 +320,8 @@ def format_summary(summary: dict, config: LlavaExportConfig) -> str:
     lines.append(f"  files: {len(summary['files'])} JSONL + {summary['yaml']}")
     for path in summary["files"]:
         lines.append(f"    {path}")
+    for path in summary["stale"]:
+        lines.append(f"  note: {path} is from an earlier export and is not in the YAML (delete it if unwanted)")
     media = summary["media"]
     if config.extract_media:
         lines.append(f"  media: {media['extracted']} extracted, {media['present']} already present, "

@@ -116,7 +116,10 @@ def item_turn(item: dict) -> tuple[str, str] | None:
             return None
         return f"{question}\n{listed}", f"{ordered}."
     if task == "temporal_grounding" and isinstance(answer, dict):
-        return question, f"From {_seconds(answer['start'])} to {_seconds(answer['end'])}."
+        try:  # a malformed span is no turn, not a crash of the whole stream or export
+            return question, f"From {_seconds(float(answer['start']))} to {_seconds(float(answer['end']))}."
+        except (KeyError, TypeError, ValueError):
+            return None
     return question, str(answer)
 
 

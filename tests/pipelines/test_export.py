@@ -22,7 +22,7 @@ from longvid.annotators.segment import SegmentConfig
 from longvid.synthetic import write_video
 
 FPS = 10
-SECONDS = {"short": 4, "mid": 12, "long": 40}  # short and mid in 0-30s, long in 30-60s
+SECONDS = {"short": 4, "mid": 8, "long": 32}  # short and mid in 0-30s, long in 30-60s
 
 
 def caption_of(clip_id: str) -> str:
@@ -147,14 +147,16 @@ def test_extracted_media_equals_the_source_videos(dataset, exported):
 
 
 def test_clip_unit_only_and_skips_counted(dataset, tmp_path, capsys):
+    (tmp_path / "llava_video_0-30s.jsonl").write_text("{}\n")  # left by an earlier export
     rc = main(["export", "llava", dataset["out"], "--out", str(tmp_path), "--unit", "clip",
                "--layer", "caption/v1", "--data-root", "/mnt/videos", "--video-read-type", "av"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert f"skipped {len(dataset['uncaptioned'])} clip record(s)" in printed
-    assert all(n.startswith("llava_clip_") for n in os.listdir(tmp_path) if n.endswith(".jsonl"))
+    assert "llava_video_0-30s.jsonl is from an earlier export" in printed
     assert not os.path.exists(tmp_path / "videos")
     data = yaml.safe_load((tmp_path / "llava_data.yaml").read_text())
+    assert data["datasets"] and all("/llava_clip_" in e["json_path"] for e in data["datasets"])
     assert {(e["data_root"], e["video_read_type"]) for e in data["datasets"]} == {("/mnt/videos", "av")}
 
 
@@ -200,3 +202,12 @@ def test_stats_text_and_default_report_path(dataset, capsys):
 def test_stats_of_a_folder_that_is_not_a_dataset_exits_2(tmp_path, capsys):
     assert main(["stats", str(tmp_path), "--no-html"]) == 2
     assert "not a LongVid dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("answer", [{"start": 1.0}, {"start": "soon", "end": 2.0}, {"start": None, "end": 1}])
+def test_a_malformed_grounding_answer_is_no_turn_rather_than_a_crash(answer):
+    from longvid.shards.conversation import item_turn
+
+    assert item_turn({"task": "temporal_grounding", "question": "When?", "answer": answer}) is None
+    good = {"task": "temporal_grounding", "question": "When?", "answer": {"start": 1, "end": 2.5}}
+    assert item_turn(good) == ("When?", "From 1.0s to 2.5s.")
