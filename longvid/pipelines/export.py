@@ -53,9 +53,11 @@ class LlavaExportConfig:
         if self.unit not in UNITS:
             raise ExportError(f"unit must be one of {', '.join(UNITS)}, got {self.unit!r}")
         if self.video_read_type not in VIDEO_READ_TYPES:
-            raise ExportError(f"video_read_type must be one of {', '.join(VIDEO_READ_TYPES)}, got {self.video_read_type!r}")
+            raise ExportError(f"video_read_type must be one of {', '.join(VIDEO_READ_TYPES)}, "
+                              f"got {self.video_read_type!r}")
         if not re.match(r"^(all|(first|end):\d+%?)$", self.sampling_strategy):
-            raise ExportError(f"sampling_strategy must be all, first:N, end:N or first:P%, got {self.sampling_strategy!r}")
+            raise ExportError("sampling_strategy must be all, first:N or end:N (N may be a percentage, P%), "
+                              f"got {self.sampling_strategy!r}")
 
 
 def bucket_slug(label: str) -> str:

@@ -142,7 +142,8 @@ def test_extracted_media_equals_the_source_videos(dataset, exported):
     assert names == sorted(f"{k}.mp4" for k in wanted)
     for name, path in dataset["sources"].items():
         if dataset["key"][name] in wanted:
-            with open(path, "rb") as src, open(os.path.join(exported, "videos", f"{dataset['key'][name]}.mp4"), "rb") as out:
+            copy = os.path.join(exported, "videos", f"{dataset['key'][name]}.mp4")
+            with open(path, "rb") as src, open(copy, "rb") as out:
                 assert hashlib.sha256(out.read()).hexdigest() == hashlib.sha256(src.read()).hexdigest()
 
 
@@ -211,3 +212,29 @@ def test_a_malformed_grounding_answer_is_no_turn_rather_than_a_crash(answer):
     assert item_turn({"task": "temporal_grounding", "question": "When?", "answer": answer}) is None
     good = {"task": "temporal_grounding", "question": "When?", "answer": {"start": 1, "end": 2.5}}
     assert item_turn(good) == ("When?", "From 1.0s to 2.5s.")
+
+
+def test_export_and_stats_read_a_dataset_on_s3(dataset, s3_bucket, tmp_path, monkeypatch, capsys):
+    import boto3
+
+    from longvid.pipelines import export
+
+    client = boto3.client("s3")
+    for folder, _, files in os.walk(dataset["out"]):
+        for name in files:
+            rel = os.path.relpath(os.path.join(folder, name), dataset["out"])
+            client.upload_file(os.path.join(folder, name), s3_bucket, f"corpus/{rel}")
+    monkeypatch.setattr(export, "COPY_CHUNK", 1000)  # many ranged reads per video
+    out = tmp_path / "llava"
+    rc = main(["export", "llava", f"s3://{s3_bucket}/corpus", "--out", str(out), "--unit", "video",
+               "--layer", "caption/v1", "--extract-media"])
+    assert rc == 0
+    long_key = dataset["key"]["long"]
+    with open(dataset["sources"]["long"], "rb") as f:
+        assert (out / "videos" / f"{long_key}.mp4").read_bytes() == f.read()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["stats", f"s3://{s3_bucket}/corpus", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["counts"]["videos"] == 3 and stats["report"] == str(tmp_path / "corpus-report.html")
+    assert "<svg" in (tmp_path / "corpus-report.html").read_text()
