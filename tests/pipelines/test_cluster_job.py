@@ -26,7 +26,15 @@ def _env():
     return env
 
 
+def _agent_ports() -> list[str]:
+    # every node on this host needs its own agent ports: the defaults (52365, ...) may be held by
+    # another Ray on the machine (the test session's own local Ray), and then no job agent starts
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
+
 def _start(args):
+    args = [*args, *_agent_ports()]
     return subprocess.Popen([os.path.join(BIN, "ray"), "start", "--block", *args], env=_env(), cwd=ROOT,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
