@@ -238,3 +238,16 @@ def test_export_and_stats_read_a_dataset_on_s3(dataset, s3_bucket, tmp_path, mon
     stats = json.loads(capsys.readouterr().out)
     assert stats["counts"]["videos"] == 3 and stats["report"] == str(tmp_path / "corpus-report.html")
     assert "<svg" in (tmp_path / "corpus-report.html").read_text()
+
+
+def test_without_layer_flags_every_single_version_layer_is_used_and_two_versions_must_be_chosen(
+        dataset, tmp_path, capsys):
+    import shutil
+
+    assert main(["export", "llava", dataset["out"], "--out", str(tmp_path / "all"), "--unit", "video"]) == 0
+    assert "layers: caption/v1, writer/v1" in capsys.readouterr().out
+    copy = str(tmp_path / "dataset")
+    shutil.copytree(dataset["out"], copy)
+    write_layer_part(LocalStorage(copy), "caption", "v2", "part-0", [])
+    assert main(["export", "llava", copy, "--out", str(tmp_path / "two")]) == 2
+    assert "choose with --layer caption/VERSION" in capsys.readouterr().err
