@@ -63,9 +63,11 @@ class Annotations:
             return
         if row.get("clip_id"):
             text = value if row.get("value_type") != "json" else _text_of(value)
-            if text:
-                if (key, row["clip_id"]) not in self.clip_text:
-                    self.clips_of.setdefault(key, []).append((float(row["start"]), float(row["end"]), row["clip_id"], text))
+            if text:  # a later layer's caption of the same clip replaces the earlier one everywhere
+                spans = self.clips_of.setdefault(key, [])
+                if (key, row["clip_id"]) in self.clip_text:
+                    spans[:] = [s for s in spans if s[2] != row["clip_id"]]
+                spans.append((float(row["start"]), float(row["end"]), row["clip_id"], text))
                 self.clip_text[(key, row["clip_id"])] = text
             return
         if row.get("value_type") == "json":
