@@ -97,24 +97,24 @@ def media_path(video: dict) -> str:
     return f"{key}.{ext}"
 
 
+def _record(record_id: str, video: str, turns: list, span: dict, skipped: dict[str, int], **extra) -> dict | None:
+    """One JSONL record, or None (counted in ``skipped``) without turns or sampled frames."""
+    reason = SKIP_NO_TURNS if not turns else SKIP_NO_FRAMES if not span["stage3_frames"] else None
+    if reason:
+        skipped[reason] = skipped.get(reason, 0) + 1
+        return None
+    return {"id": record_id, "video": video,
+            "conversations": build_conversation(turns, span["duration"], span["stage3_frames"]),
+            "duration": span["duration"], **extra}
+
+
 # yields (unit, bucket, video key, record) for whole videos; skips counted into ``skipped``
 def video_records(videos: list[dict], ann: Annotations,
                   skipped: dict[str, int]) -> Iterator[tuple[str, str, str, dict]]:
     for v in videos:
-        turns = video_turns(ann, v["key"])
-        if not turns:
-            skipped[SKIP_NO_TURNS] = skipped.get(SKIP_NO_TURNS, 0) + 1
-            continue
-        if not v["stage3_frames"]:
-            skipped[SKIP_NO_FRAMES] = skipped.get(SKIP_NO_FRAMES, 0) + 1
-            continue
-        record = {
-            "id": v["key"],
-            "video": media_path(v),
-            "conversations": build_conversation(turns, v["duration"], v["stage3_frames"]),
-            "duration": v["duration"],
-        }
-        yield "video", v["bucket"], v["key"], record
+        record = _record(v["key"], media_path(v), video_turns(ann, v["key"]), v, skipped)
+        if record is not None:
+            yield "video", v["bucket"], v["key"], record
 
 
 # yields (unit, bucket, video key, record) for clips: the parent video's file plus start/end in seconds
@@ -126,22 +126,10 @@ def clip_records(clips: list[dict], videos_by_key: dict[str, dict], ann: Annotat
             reason = "parent video not exportable (missing or not ok)"
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
-        turns = clip_turns(ann, c["key"], c["clip_id"])
-        if not turns:
-            skipped[SKIP_NO_TURNS] = skipped.get(SKIP_NO_TURNS, 0) + 1
-            continue
-        if not c["stage3_frames"]:
-            skipped[SKIP_NO_FRAMES] = skipped.get(SKIP_NO_FRAMES, 0) + 1
-            continue
-        record = {
-            "id": c["clip_id"],
-            "video": media_path(parent),
-            "conversations": build_conversation(turns, c["duration"], c["stage3_frames"]),
-            "duration": c["duration"],
-            "start": c["start"],
-            "end": c["end"],
-        }
-        yield "clip", c["bucket"], c["key"], record
+        record = _record(c["clip_id"], media_path(parent), clip_turns(ann, c["key"], c["clip_id"]), c, skipped,
+                         start=c["start"], end=c["end"])
+        if record is not None:
+            yield "clip", c["bucket"], c["key"], record
 
 
 class JsonlFiles:
