@@ -1,0 +1,303 @@
+"""The training stream over ingested shards: exact resume, exact-once over ranks x workers, seeded
+weighted mixing, seek-decoded frames equal to a full decode, S3, corrupt samples, the trainer."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import shutil
+
+import av
+import numpy as np
+import pytest
+
+from longvid.annotators.clips import ClipConfig, make_clips
+from longvid.annotators.plan import Plan, video_record
+from longvid.annotators.probe import probe_bytes
+from longvid.annotators.shots import shots_from_boundaries
+from longvid.shards import ShardWriter, Storage, encode_json, finalize, read_record, write_index_part, write_layer_part
+from longvid.shards.index import read_index_parts
+from longvid.shards.schema import video_id_for
+from longvid.shards.seekio import DecodeStats, MemberFile, decode_frames
+from longvid.shards.stream import (
+    ShardStream,
+    SourceSpec,
+    StreamConfig,
+    TokenBudgetBatcher,
+    training_source,
+)
+from longvid.synthetic import write_video
+
+# (seconds, width, GOP) per video; the 48 s one is the long one (bucket 30-60s) and has no captions
+VIDEOS = [(8, 80, 12), (6, 64, 12), (10, 80, 12), (7, 64, 12), (48, 96, 4), (5, 80, 12)]
+FPS = 25
+UNCAPTIONED = 4
+
+
+def write_dataset(root: str, paths: list[str], cuts: list[list[int]], per_shard: int = 3) -> None:
+    """What `longvid ingest` writes (shards, index parts, dataset.json), without Ray or detection:
+    shots come from the generator's known cuts."""
+    storage = Storage.for_uri(root)
+    records: dict[str, dict] = {}
+    numbers = itertools.count()
+    with ShardWriter(storage, lambda: next(numbers), max_samples=per_shard,
+                     on_commit=lambda shard: write_index_part(storage, shard, records)) as writer:
+        for path, video_cuts in zip(paths, cuts):
+            data = open(path, "rb").read()
+            probe = probe_bytes(data)
+            key = video_id_for(path)
+            shots = shots_from_boundaries(video_cuts, probe["num_frames"], probe["fps"])
+            item = {"video_id": key, "source": {"url": path}, "sha256": hashlib.sha256(data).hexdigest(),
+                    "probe": probe, "shots": shots,
+                    "clips": make_clips(key, shots, probe["num_frames"], probe["fps"], ClipConfig(1.0, 4.0))}
+            records[key] = video_record(Plan().process(item))
+            writer.write(key, {"json": encode_json(records[key]), probe["media_ext"]: data})
+    finalize(storage)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A dataset of six short H.264 videos (GOP 12) in two shards, with caption and writer layers."""
+    base = tmp_path_factory.mktemp("stream")
+    paths, cuts = [], []
+    for i, (seconds, width, gop) in enumerate(VIDEOS):
+        frames = seconds * FPS
+        path = str(base / f"v{i}.mp4")
+        truth = write_video(path, [frames // 3 + i, frames // 3, frames - 2 * (frames // 3) - i], fps=FPS,
+                            width=width, height=48, gop=gop)
+        paths.append(path)
+        cuts.append(truth.cuts)
+    root = str(base / "ds")
+    write_dataset(root, paths, cuts)
+    storage = Storage.for_uri(root)
+    videos, clips = read_index_parts(storage)
+    keys = [video_id_for(p) for p in paths]
+    captions = [{"key": c["key"], "clip_id": c["clip_id"], "start": c["start"], "end": c["end"],
+                 "value": f"caption of {c['clip_id']}", "value_type": "text", "producer": "test"}
+                for c in clips.to_pylist() if c["key"] != keys[UNCAPTIONED]]
+    write_layer_part(storage, "caption", "v1", "part-0", captions)
+    summaries = [{"key": k, "clip_id": None, "start": 0.0, "end": 1.0, "producer": "test", "value_type": "json",
+                  "value": json.dumps({"task": "summary", "text": f"summary of {k}"})} for k in keys[:2]]
+    write_layer_part(storage, "writer", "v1", "part-0", summaries)
+    return {"root": root, "paths": dict(zip(keys, paths)), "videos": videos.to_pylist(), "clips": clips.to_pylist()}
+
+
+def stream(root, rank=0, world_size=1, **options) -> ShardStream:
+    sources = options.pop("sources", None) or [SourceSpec(root)]
+    options.setdefault("stage", "stage1")
+    return ShardStream(StreamConfig(sources=sources, **options), rank=rank, world_size=world_size)
+
+
+def trace(samples) -> list[tuple[str, tuple[int, ...]]]:
+    return [(s["__key__"], tuple(s["frame_indices"])) for s in samples]
+
+
+def full_decode(path: str) -> list[np.ndarray]:
+    with av.open(path) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+# -- 1. resume -----------------------------------------------------------------------------------
+def test_resume_anywhere_repeats_the_uninterrupted_order(dataset):
+    mix = [SourceSpec(dataset["root"], 0.5, unit="video"), SourceSpec(dataset["root"], 0.5, unit="clip")]
+    straight = trace(stream(dataset["root"], sources=mix, epochs=2, seed=3))
+    assert len(straight) > 20 and len({k for k, _ in straight}) < len(straight)  # two epochs of a source at least
+    for k in (0, 3, 7, 19):
+        first = stream(dataset["root"], sources=mix, epochs=2, seed=3)
+        consumed = list(itertools.islice(iter(first), k))
+        state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
+        assert state["position"] == k
+        resumed = stream(dataset["root"], sources=mix, epochs=2, seed=3)
+        resumed.load_state_dict(state)
+        assert trace(consumed) + trace(resumed) == straight, k
+    other = stream(dataset["root"], sources=mix, epochs=2, seed=4)
+    with pytest.raises(ValueError, match="different stream recipe.*seed"):
+        other.load_state_dict(state)
+
+
+def test_each_epoch_is_a_new_seeded_order_of_every_sample(dataset):
+    keys = [k for k, _ in trace(stream(dataset["root"], unit="clip", epochs=2, seed=1))]
+    half = len(keys) // 2
+    assert sorted(keys[:half]) == sorted(keys[half:]) == sorted(c["clip_id"] for c in dataset["clips"])
+    assert keys[:half] != keys[half:]
+    assert keys == [k for k, _ in trace(stream(dataset["root"], unit="clip", epochs=2, seed=1))]
+    assert keys != [k for k, _ in trace(stream(dataset["root"], unit="clip", epochs=2, seed=2))]
+
+
+# -- 2. ranks x workers --------------------------------------------------------------------------
+def test_two_ranks_two_workers_see_every_clip_once(dataset):
+    seen, per_rank = [], {}
+    for rank in (0, 1):
+        s = stream(dataset["root"], rank=rank, world_size=2, unit="clip", epochs=1, seed=5, threaded_decode=False)
+        keys = [item["__key__"] for item in s.loader(num_workers=2)]
+        assert keys == [k for k, _ in trace(stream(dataset["root"], rank=rank, world_size=2, unit="clip", epochs=1,
+                                                   seed=5))]  # the same order as one process
+        per_rank[rank] = keys
+        seen += keys
+    assert sorted(seen) == sorted(c["clip_id"] for c in dataset["clips"])  # none twice, none lost
+    assert abs(len(per_rank[0]) - len(per_rank[1])) <= 1
+    # resume a worker-fed rank mid-epoch, with a different worker count
+    s = stream(dataset["root"], rank=1, world_size=2, unit="clip", epochs=1, seed=5)
+    loader = s.loader(num_workers=2)
+    head = [item["__key__"] for item in itertools.islice(iter(loader), 4)]
+    state = json.loads(json.dumps(loader.state_dict()))
+    again = stream(dataset["root"], rank=1, world_size=2, unit="clip", epochs=1, seed=5).loader(num_workers=1)
+    again.load_state_dict(state)
+    assert head + [item["__key__"] for item in again] == per_rank[1]
+
+
+# -- 3. mixing -----------------------------------------------------------------------------------
+def test_mixing_weights_hold_and_each_source_cycles_whole_epochs(dataset):
+    mix = [SourceSpec(dataset["root"], 0.8, unit="clip", name="clips"),
+           SourceSpec(dataset["root"], 0.2, unit="video", name="videos")]
+    draws = list(itertools.islice(iter(stream(dataset["root"], sources=mix, decode=False, seed=9)), 500))
+    share = sum(d["source"] == "clips" for d in draws) / len(draws)
+    assert abs(share - 0.8) < 0.05, share
+    videos = [d["__key__"] for d in draws if d["source"] == "videos"]
+    n = len(dataset["videos"])
+    for epoch in range(len(videos) // n):
+        assert sorted(videos[epoch * n : (epoch + 1) * n]) == sorted(v["key"] for v in dataset["videos"])
+    assert all("frames" not in d for d in draws)
+    # a duration-bucket filter keeps only its bucket
+    long_only = stream(dataset["root"], sources=[SourceSpec(dataset["root"], buckets=["30-60s"])], decode=False,
+                       epochs=1)
+    assert [s["__key__"] for s in long_only] == [v["key"] for v in dataset["videos"] if v["bucket"] == "30-60s"]
+
+
+def test_token_budget_batches_group_lengths_and_resume(dataset):
+    def batcher():
+        s = stream(dataset["root"], unit="clip", stage="stage3", decode=False, epochs=1, seed=2)
+        return TokenBudgetBatcher(s, budget=3000, buffer_size=8, seed=2)
+
+    straight = [[s["__key__"] for s in b] for b in batcher()]
+    assert sorted(k for b in straight for k in b) == sorted(c["clip_id"] for c in dataset["clips"])
+    sizes = set()
+    for b in batcher():
+        tokens = [s["visual_tokens"] for s in b]
+        assert len(b) * max(tokens) <= 3000 and max(tokens) - min(tokens) <= 1024 - 384
+        sizes.add(len(b))
+    assert len(sizes) > 1  # short clips fill bigger batches
+    first = batcher()
+    head = [[s["__key__"] for s in b] for b in itertools.islice(iter(first), 3)]
+    state = json.loads(json.dumps(first.state_dict()))
+    again = batcher()
+    again.load_state_dict(state)
+    assert head + [[s["__key__"] for s in b] for b in again] == straight
+
+
+# -- 4. frames -----------------------------------------------------------------------------------
+def test_frames_equal_a_full_decode_at_the_stored_plan(dataset):
+    root = dataset["root"]
+    storage = Storage.for_uri(root)
+    long_video = max(dataset["videos"], key=lambda v: v["num_frames"])
+    record = read_record(storage, long_video["shard"], long_video["json_offset"], long_video["json_size"])
+    reference = full_decode(dataset["paths"][long_video["key"]])
+    clip = record["clips"][-2]  # far from the start: forward seeks under ~32 KiB read through
+    for unit, key, plan in (("video", long_video["key"], record["plan"]), ("clip", clip["clip_id"], clip["plan"])):
+        s = stream(root, unit=unit, stage="stage3", epochs=1)
+        sample = next(x for x in s if x["__key__"] == key)
+        assert sample["frame_indices"] == plan["stages"]["stage3"]["frames"]
+        assert sample["frames"].shape == (len(sample["frame_indices"]), 48, 96, 3)
+        expected = np.stack([reference[i] for i in sample["frame_indices"]])
+        assert np.array_equal(sample["frames"].numpy(), expected)
+        assert sample["visual_tokens"] == 16 * len(sample["frame_indices"])
+    assert sample["start"] == clip["start"] and sample["end"] == clip["end"]
+    # a clip of the long video reads about its span, not the member
+    member = MemberFile(storage, long_video["shard"], long_video["media_offset"], long_video["media_size"],
+                        block_size=4096)
+    stats = DecodeStats()
+    frames = decode_frames(member, sample["frame_indices"], stats=stats)
+    assert np.array_equal(frames, expected)
+    assert stats.frames_decoded <= clip["end_frame"] - clip["start_frame"] + 12 < long_video["num_frames"] / 4
+    assert member.bytes_fetched < 0.5 * long_video["media_size"], (member.bytes_fetched, long_video["media_size"])
+    resized = stream(root, stage="stage1", epochs=1, resize=24)
+    assert all(x["frames"].shape[1] == 24 for x in itertools.islice(iter(resized), 3))
+
+
+def test_seeking_is_exact_for_any_frame_set(dataset):
+    path = next(p for k, p in dataset["paths"].items() if k == dataset["videos"][0]["key"])
+    reference = full_decode(path)
+    rng = np.random.default_rng(0)
+    for forward in (None, 0, 10_000):
+        for _ in range(4):
+            indices = rng.choice(len(reference), size=int(rng.integers(1, 30)), replace=False).tolist()
+            frames = decode_frames(path, indices, forward_gop=forward)
+            assert np.array_equal(frames, np.stack([reference[i] for i in indices])), (forward, indices)
+
+
+# -- annotations ---------------------------------------------------------------------------------
+def test_conversations_come_from_layers_and_unannotated_samples_are_counted(dataset):
+    s = stream(dataset["root"], unit="clip", layers=["caption/v1"], decode=False, epochs=1)
+    samples = list(s)
+    uncaptioned = [c for c in dataset["clips"] if c["key"] == list(dataset["paths"])[UNCAPTIONED]]
+    assert uncaptioned and s.skipped == {"no annotation": len(uncaptioned)}
+    assert len(samples) == len(dataset["clips"]) - len(uncaptioned)
+    conv = samples[0]["conversations"]
+    assert conv[0]["value"].startswith("<image>\nThe video lasts for") and conv[1]["value"].startswith("caption of")
+    videos = list(stream(dataset["root"], layers=["caption/v1", "writer/v1"], decode=False, epochs=1))
+    assert len(videos) == len(VIDEOS) - 1
+    assert sum(v["conversations"][1]["value"].startswith("summary of") for v in videos) == 2
+    assert all(v["conversations"] == [] for v in stream(dataset["root"], decode=False, epochs=1))
+
+
+# -- 5. S3 ---------------------------------------------------------------------------------------
+def test_streams_from_s3_like_from_a_folder(dataset, s3_bucket):
+    import boto3
+
+    client = boto3.client("s3")
+    for folder, _, files in os.walk(dataset["root"]):
+        for name in files:
+            path = os.path.join(folder, name)
+            client.upload_file(path, s3_bucket, "ds/" + os.path.relpath(path, dataset["root"]))
+    local = list(itertools.islice(iter(stream(dataset["root"], unit="clip", seed=7)), 6))
+    remote_stream = stream(f"s3://{s3_bucket}/ds", unit="clip", seed=7, block_size=16 * 1024)
+    remote = list(itertools.islice(iter(remote_stream), 6))
+    assert trace(remote) == trace(local)
+    assert all(np.array_equal(a["frames"].numpy(), b["frames"].numpy()) for a, b in zip(local, remote))
+    assert 0 < remote_stream.stats()["decode"]["bytes_fetched"]
+
+
+# -- 6. corrupt samples --------------------------------------------------------------------------
+def test_a_corrupt_sample_is_skipped_and_counted(dataset, tmp_path, caplog):
+    root = str(tmp_path / "ds")
+    shutil.copytree(dataset["root"], root)
+    victim = dataset["videos"][1]
+    with open(os.path.join(root, victim["shard"]), "r+b") as f:  # wipe the container's head and tail
+        f.seek(victim["media_offset"])
+        f.write(b"\0" * 1024)
+        f.seek(victim["media_offset"] + victim["media_size"] - 1024)
+        f.write(b"\0" * 1024)
+    s = stream(root, epochs=1)
+    keys = [x["__key__"] for x in s]
+    assert sorted(keys) == sorted(v["key"] for v in dataset["videos"] if v["key"] != victim["key"])
+    assert s.skipped == {"decode error": 1} and s.stats()["skipped"] == {"decode error": 1}
+    assert victim["key"] in caplog.text
+
+
+# -- 7. trainer ----------------------------------------------------------------------------------
+def test_trainer_runs_on_the_stream(dataset, tmp_path):
+    import torch
+
+    from longvid.model.config import DataConfig, StageConfig, TrainConfig
+    from longvid.model.tiny import tiny_model_config
+    from longvid.model.trainer import train
+
+    stage = StageConfig("stage2", ["all"], 1e-3, 1e-3, 4, 8, 4096, steps=2)
+    options = {"datasets": [dataset["root"]], "unit": "clip", "layers": ["caption/v1"], "resize": 48}
+    config = TrainConfig(model=tiny_model_config(str(tmp_path / "tiny")), stages=[stage],
+                         data=DataConfig(source="longvid.shards.stream:training_source", options=options),
+                         output_dir=str(tmp_path / "run"), micro_batch_tokens=2000, max_micro_batch=2, log_every=1000)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = train(config)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(summary.records) == 2 and all(np.isfinite(r["loss"]) for r in summary.records)
+    assert summary.records[0]["samples"] == 2
+    source = training_source(stage, rank=0, world_size=1, seed=0, **copy.deepcopy(options))
+    first = next(iter(source))
+    assert first["frames"].shape[1] == 48 and len(first["frame_indices"]) in (4, 8)
