@@ -149,12 +149,12 @@ def decode_frames(source, indices: list[int], resize: int = 0, forward_gop: int 
                   threads: bool = True, stats: DecodeStats | None = None) -> np.ndarray:
     """Frames ``indices`` (display order numbers, any order, repeats allowed) as uint8 [T, H, W, 3].
 
-    ``source`` is a path or a seekable binary file. For each needed frame (in sorted order) the
-    decoder keeps going forward when the frame is less than about a GOP ahead, and otherwise seeks
-    to the keyframe before it. A frame is identified by its presentation time (constant frame
-    rate assumed: index = (pts - start) * time_base * rate), so B-frame reordering is harmless.
-    ``forward_gop`` is the look-ahead in frames before a seek pays (default: the largest keyframe
-    spacing seen so far, at least one second).
+    ``source`` is a path or a seekable binary file. Needed frames are visited in sorted order; the
+    decoder keeps going forward unless a keyframe is expected well before the next needed frame,
+    and then seeks to the keyframe before it (see ``_worth_seeking``). A frame is identified by its
+    presentation time (constant frame rate: index = (pts - start) * time_base * rate), so B-frame
+    reordering is harmless. ``forward_gop`` overrides the rule: seek when the next needed frame
+    is more than that many frames ahead (0: always seek; large: never).
     """
     stats = stats if stats is not None else DecodeStats()
     wanted = sorted(set(int(i) for i in indices))
@@ -177,6 +177,29 @@ def decode_frames(source, indices: list[int], resize: int = 0, forward_gop: int 
     return np.stack([got[int(i)] for i in indices])
 
 
+def _worth_seeking(target: int, position: int, last_key: int | None, gop: int, seek_cost: int,
+                   forward_gop: int | None) -> bool:
+    """Seek when it skips at least ``seek_cost`` frames of forward decoding.
+
+    A seek lands on the keyframe at or before ``target``. With the keyframe spacing known (``gop``,
+    seen while decoding) that keyframe is expected at ``last_key + k * gop``; unknown, the spacing
+    is assumed 2 s but at least twice what was decoded since the last keyframe without meeting
+    one, so a stream of long GOPs goes forward instead of seeking back to the same keyframe again.
+    ``seek_cost`` (1 s of frames) stands for the flush and the refill of a threaded decoder: on
+    2-4 cores a seek costs about as much as decoding that many frames.
+    """
+    if forward_gop is not None:
+        return target - position > forward_gop
+    if last_key is None:
+        return target - position > 2 * seek_cost
+    if gop:
+        spacing = max(gop, position - last_key + 1)
+    else:
+        spacing = max(2 * seek_cost, 2 * (position - last_key))
+    landing = last_key + spacing * ((target - last_key) // spacing)
+    return landing - position >= seek_cost
+
+
 def _decode_sorted(container, wanted: list[int], resize: int, forward_gop: int | None, threads: bool,
                    stats: DecodeStats) -> dict[int, np.ndarray]:
     if not container.streams.video:
@@ -189,23 +212,27 @@ def _decode_sorted(container, wanted: list[int], resize: int, forward_gop: int |
         raise DecodeError("no frame rate or time base in the video stream")
     clock = _Clock(Fraction(stream.time_base), Fraction(rate), stream.start_time or 0)
     size = resized_shape(stream.codec_context.width, stream.codec_context.height, resize) if resize else None
-    min_ahead = max(1, int(round(clock.rate)))
+    seek_cost = max(1, int(round(clock.rate)))  # one second of frames
     got: dict[int, np.ndarray] = {}
     pending = list(wanted)
     frames = None  # the running decoder's frames, or None when the next frame needs a seek
     position = -1  # index of the last frame decoded
+    last_key = None  # index of the last keyframe decoded since the last seek
+
+    def far(target: int) -> bool:
+        return _worth_seeking(target, position, last_key, stats.gop_seen, seek_cost, forward_gop)
+
     while pending:
-        ahead = forward_gop if forward_gop is not None else max(min_ahead, stats.gop_seen)
-        if frames is None or pending[0] - position > ahead:
-            frames, position = _seek(container, stream, pending[0], clock, ahead, stats), -1
-        last_key = None
+        if frames is None or far(pending[0]):
+            frames = _seek(container, stream, pending[0], clock, 2 * seek_cost, stats)
+            position, last_key = -1, None
         for frame in frames:
             if frame.pts is None:
                 continue
             index = clock.index(frame.pts)
             stats.frames_decoded += 1
             if frame.key_frame:
-                if last_key is not None:
+                if last_key is not None and index > last_key:
                     stats.gop_seen = max(stats.gop_seen, index - last_key)
                 last_key = index
             position = index
@@ -215,8 +242,8 @@ def _decode_sorted(container, wanted: list[int], resize: int, forward_gop: int |
                     stats.extra["substituted"] = stats.extra.get("substituted", 0) + 1
                 got[pending.pop(0)] = _to_array(frame, size)
                 took = True
-            if not pending or (took and pending[0] - index > ahead):
-                break  # done, or the next needed frame is far: seek rather than decode the gap
+            if not pending or (took and far(pending[0])):
+                break  # done, or a keyframe lies before the next needed frame: seek there
         else:
             if pending:
                 raise DecodeError(f"the stream ended at frame {position}, before frame {pending[0]}")
@@ -239,7 +266,7 @@ class _Clock:
         return self.start + int(round(Fraction(index) / self.rate / self.time_base))
 
 
-def _seek(container, stream, target: int, clock: _Clock, ahead: int, stats: DecodeStats):
+def _seek(container, stream, target: int, clock: _Clock, back_step: int, stats: DecodeStats):
     """Frames from the keyframe at or before ``target``, with ``target`` among them.
 
     A seek by timestamp can land after the wanted frame (the container indexes decode times;
@@ -260,7 +287,7 @@ def _seek(container, stream, target: int, clock: _Clock, ahead: int, stats: Deco
             raise DecodeError(f"no frame decoded after seeking to frame {target}")
         if clock.index(first.pts) <= target or seek_to == 0:
             return _chain(first, frames)
-        back = max(2 * back, ahead, 1)
+        back = max(2 * back, back_step, 1)
 
 
 def _chain(first, rest):

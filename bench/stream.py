@@ -1,0 +1,200 @@
+"""Training-stream throughput on long videos next to two references, measured in the same run.
+
+Generates long H.264 videos (or takes --videos), writes them as a LongVid dataset (shards and
+index; shots from the generator's known cuts, no Ray), then for each stage's frame plan measures
+frames delivered per second by
+  1. naive: decode every frame of each file, keep the planned ones;
+  2. floor: PyAV seek + decode of only the planned frames from the file path (longvid.shards.seekio);
+  3. stream: ShardStream over the shards (ranged reads inside the tar member, seek decoding);
+and the time to the first batch after resuming at 90% of an epoch against from the start.
+
+    python bench/stream.py --count 3 --seconds 600 --width 640 --height 360
+    python bench/stream.py --small --json /tmp/stream.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import av  # noqa: E402
+
+from longvid.annotators.clips import ClipConfig, make_clips  # noqa: E402
+from longvid.annotators.plan import Plan, video_record  # noqa: E402
+from longvid.annotators.probe import probe_bytes  # noqa: E402
+from longvid.annotators.shots import shots_from_boundaries  # noqa: E402
+from longvid.shards import ShardWriter, Storage, encode_json, finalize, write_index_part  # noqa: E402
+from longvid.shards.sampling import STAGES_BY_NAME, frame_indices  # noqa: E402
+from longvid.shards.schema import video_id_for  # noqa: E402
+from longvid.shards.seekio import DecodeStats, decode_frames  # noqa: E402
+from longvid.shards.stream import ShardStream, SourceSpec, StreamConfig  # noqa: E402
+from longvid.synthetic import write_video  # noqa: E402
+
+
+def make_videos(folder: str, count: int, seconds: float, width: int, height: int, fps: int, gop: int):
+    """Videos of 4-8 s shots; returns (path, cuts) pairs."""
+    out = []
+    for i in range(count):
+        path = os.path.join(folder, f"long-{i:03d}.mp4")
+        frames = int(seconds * fps)
+        shot = max(10, int(fps * (4 + i % 5)))
+        shots = [shot] * (frames // shot) + ([frames % shot] if frames % shot else [])
+        shots[0] += i  # distinct content per file
+        truth = write_video(path, shots, fps=fps, width=width, height=height, gop=gop)
+        out.append((path, truth.cuts))
+    return out
+
+
+def write_dataset(root: str, videos: list[tuple[str, list[int]]]) -> None:
+    """Shards, index parts and dataset.json as `longvid ingest` writes them (one video per shard)."""
+    storage = Storage.for_uri(root)
+    records: dict[str, dict] = {}
+    numbers = itertools.count()
+    with ShardWriter(storage, lambda: next(numbers), max_samples=1,
+                     on_commit=lambda shard: write_index_part(storage, shard, records)) as writer:
+        for path, cuts in videos:
+            data = open(path, "rb").read()
+            probe = probe_bytes(data)
+            key = video_id_for(path)
+            shots = shots_from_boundaries(cuts, probe["num_frames"], probe["fps"])
+            item = {"video_id": key, "source": {"url": path}, "sha256": hashlib.sha256(data).hexdigest(),
+                    "probe": probe, "shots": shots,
+                    "clips": make_clips(key, shots, probe["num_frames"], probe["fps"], ClipConfig())}
+            records[key] = video_record(Plan().process(item))
+            writer.write(key, {"json": encode_json(records[key]), probe["media_ext"]: data})
+    finalize(storage)
+
+
+def plans(paths: list[str], stage: str) -> dict[str, list[int]]:
+    bounds = STAGES_BY_NAME[stage]
+    out = {}
+    for path in paths:
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            out[path] = frame_indices(s.frames, float(s.average_rate), bounds.lo, bounds.hi)
+    return out
+
+
+def naive(plan: dict[str, list[int]]) -> tuple[int, float, int]:
+    """(frames delivered, wall seconds, frames decoded): decode everything, keep the planned frames."""
+    delivered = decoded = 0
+    t0 = time.perf_counter()
+    for path, indices in plan.items():
+        wanted = set(indices)
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            for i, frame in enumerate(c.decode(s)):
+                decoded += 1
+                if i in wanted:
+                    frame.to_ndarray(format="rgb24")
+                    delivered += indices.count(i)
+    return delivered, time.perf_counter() - t0, decoded
+
+
+def floor(plan: dict[str, list[int]]) -> tuple[int, float, int]:
+    stats = DecodeStats()
+    t0 = time.perf_counter()
+    delivered = sum(len(decode_frames(path, indices, stats=stats)) for path, indices in plan.items())
+    return delivered, time.perf_counter() - t0, stats.frames_decoded
+
+
+def streamed(root: str, stage: str) -> tuple[int, float, int, ShardStream]:
+    t0 = time.perf_counter()
+    s = ShardStream(StreamConfig(sources=[SourceSpec(root)], stage=stage, epochs=1))
+    delivered = sum(sample["frames"].shape[0] for sample in s)
+    return delivered, time.perf_counter() - t0, s.decode_stats.frames_decoded, s
+
+
+def first_batch(root: str, stage: str, at: float, batch: int) -> tuple[float, int]:
+    """Seconds from building a clip stream to its first ``batch`` samples, resumed at ``at`` of an epoch."""
+    t0 = time.perf_counter()
+    config = StreamConfig(sources=[SourceSpec(root)], unit="clip", stage=stage, epochs=1)
+    s = ShardStream(config)
+    total = len(s.sources[0])
+    if at > 0:
+        planner = ShardStream(StreamConfig(**{**config.__dict__, "decode": False}))  # no decoding to get there
+        for _ in range(int(at * total)):
+            planner.advance()
+        s.load_state_dict(planner.state_dict())
+    got = list(itertools.islice(iter(s), batch))
+    return time.perf_counter() - t0, s.position if got else -1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=600.0)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=360)
+    ap.add_argument("--fps", type=int, default=25)
+    ap.add_argument("--gop-seconds", type=float, default=3.0, help="keyframe spacing of generated videos")
+    ap.add_argument("--stages", default="stage3,stage2", help="frame plans to measure, comma-separated")
+    ap.add_argument("--batch", type=int, default=4, help="samples in the first batch after a resume")
+    ap.add_argument("--small", action="store_true", help="2 videos of 120 s at 320x180: a quick run")
+    ap.add_argument("--videos", nargs="*", help="use these files instead of generated ones")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    if args.small:
+        args.count, args.seconds, args.width, args.height = 2, 120.0, 320, 180
+
+    work = tempfile.mkdtemp(prefix="longvid-bench-stream-")
+    try:
+        t0 = time.perf_counter()
+        if args.videos:
+            videos = [(p, []) for p in args.videos]
+        else:
+            videos = make_videos(work, args.count, args.seconds, args.width, args.height, args.fps,
+                                 max(1, int(args.gop_seconds * args.fps)))
+        root = os.path.join(work, "ds")
+        write_dataset(root, videos)
+        paths = [p for p, _ in videos]
+        print(f"{len(paths)} videos x {args.seconds:.0f} s, {args.width}x{args.height} @ {args.fps} fps, "
+              f"GOP {args.gop_seconds:g} s, {os.cpu_count()} cores (prepared in {time.perf_counter() - t0:.0f} s)")
+        figures: dict = {"videos": len(paths), "seconds": args.seconds, "size": [args.width, args.height],
+                         "fps": args.fps, "gop_seconds": args.gop_seconds, "cores": os.cpu_count(), "stages": {}}
+        print(f"{'stage':7} {'loader':30} {'frames':>7} {'wall s':>8} {'frames/s':>9} {'decoded':>8} {'vs floor':>9}")
+        for stage in args.stages.split(","):
+            plan = plans(paths, stage)
+            rows = {"naive (decode all, subsample)": naive(plan), "floor (PyAV seek, file path)": floor(plan)}
+            n, wall, decoded, s = streamed(root, stage)
+            rows["longvid stream (shards)"] = (n, wall, decoded)
+            floor_rate = rows["floor (PyAV seek, file path)"][0] / rows["floor (PyAV seek, file path)"][1]
+            out = {}
+            for name, (frames, seconds, dec) in rows.items():
+                rate = frames / seconds
+                out[name] = {"frames": frames, "wall_s": round(seconds, 3), "frames_per_s": round(rate, 1),
+                             "frames_decoded": dec, "ratio_to_floor": round(rate / floor_rate, 3)}
+                print(f"{stage:7} {name:30} {frames:7d} {seconds:8.2f} {rate:9.1f} {dec:8d} {rate / floor_rate:9.2f}")
+            media = sum(os.path.getsize(p) for p in paths)
+            out["stream_bytes_read"] = s.decode_stats.bytes_fetched
+            out["media_bytes"] = media
+            print(f"{stage:7} stream read {s.decode_stats.bytes_fetched / 1e6:.1f} MB of {media / 1e6:.1f} MB of media; "
+                  f"{s.decode_stats.seeks} seeks; skipped {s.skipped or 'none'}")
+            figures["stages"][stage] = out
+        stage = args.stages.split(",")[0]
+        start_s, _ = first_batch(root, stage, 0.0, args.batch)
+        late_s, position = first_batch(root, stage, 0.9, args.batch)
+        figures["first_batch_s"] = {"from_start": round(start_s, 3), "resumed_at_90pct": round(late_s, 3),
+                                    "resume_position": position}
+        print(f"first batch of {args.batch} clips ({stage}): from the start {start_s:.2f} s, "
+              f"resumed at 90% of the epoch {late_s:.2f} s")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(figures, f, indent=2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
