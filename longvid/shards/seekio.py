@@ -260,7 +260,10 @@ class _Clock:
     start: int
 
     def index(self, pts: int) -> int:
-        return int(round((pts - self.start) * self.time_base * self.rate))
+        # integer rounding of (pts - start) * time_base * rate: once per decoded frame, so no Fraction
+        num = (pts - self.start) * self.time_base.numerator * self.rate.numerator
+        den = self.time_base.denominator * self.rate.denominator
+        return (2 * num + den) // (2 * den)
 
     def pts(self, index: int) -> int:
         return self.start + int(round(Fraction(index) / self.rate / self.time_base))

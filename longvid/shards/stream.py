@@ -42,7 +42,8 @@ class SourceSpec:
     dataset: str  # dataset root written by `longvid ingest`: a folder or s3://bucket/prefix
     weight: float = 1.0  # share of the mixed stream's draws (weights are normalised over sources)
     unit: str = ""  # video | clip; empty: the stream's unit
-    buckets: list[str] = field(default_factory=list)  # duration buckets kept ("long"/"short" are shorthands); empty: all
+    # duration buckets kept (labels of sampling.DURATION_BUCKETS, or "long"/"short"); empty: all
+    buckets: list[str] = field(default_factory=list)
     name: str = ""  # label in each sample's "source"; empty: dataset[unit,buckets]
 
 
