@@ -191,7 +191,8 @@ def main() -> int:
         print(f"{len(paths)} videos x {args.seconds:.0f} s, {args.width}x{args.height} @ {args.fps} fps, "
               f"GOP {args.gop_seconds:g} s, {os.cpu_count()} cores (prepared in {time.perf_counter() - t0:.0f} s)")
         figures: dict = {"block_kib": args.block_kib, "videos": len(paths), "seconds": args.seconds,
-                         "size": [args.width, args.height], "fps": args.fps, "gop_seconds": args.gop_seconds, "cores": os.cpu_count(), "stages": {}}
+                         "size": [args.width, args.height], "fps": args.fps, "gop_seconds": args.gop_seconds,
+                         "cores": os.cpu_count(), "stages": {}}
         print(f"{'stage':7} {'loader':30} {'frames':>7} {'wall s':>8} {'frames/s':>9} {'decoded':>8} "
               f"{'vs floor':>9}")
         for stage in args.stages.split(","):
