@@ -478,12 +478,14 @@ def source_specs(datasets=(), weights=(), sources=None, buckets=()) -> list[Sour
 
 
 def training_source(stage, rank: int = 0, world_size: int = 1, seed: int = 0, datasets=(), weights=(),
-                    sources=None, buckets=(), **options) -> ShardStream:
+                    sources=None, buckets=(), workers: int = 0, **options) -> ShardStream | StreamLoader:
     """Data factory for the trainer's ``data.source`` (``longvid.shards.stream:training_source``):
     an endless stream for ``stage`` (its name and frames_lo/frames_hi), this rank's share.
+    ``workers`` > 0 decodes in that many dataloader processes (a StreamLoader, same state);
     ``options`` are StreamConfig fields (layers, unit, resize, shard_group, ...)."""
     config = StreamConfig(sources=source_specs(datasets, weights, sources, buckets), stage=stage.name,
                           frames_lo=stage.frames_lo, frames_hi=stage.frames_hi, seed=seed, **options)
     if config.epochs:
         raise ValueError("a training source is endless: leave epochs at 0")
-    return ShardStream(config, rank=rank, world_size=world_size)
+    stream = ShardStream(config, rank=rank, world_size=world_size)
+    return stream.loader(num_workers=workers) if workers > 0 else stream

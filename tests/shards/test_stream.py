@@ -299,5 +299,12 @@ def test_trainer_runs_on_the_stream(dataset, tmp_path):
     assert len(summary.records) == 2 and all(np.isfinite(r["loss"]) for r in summary.records)
     assert summary.records[0]["samples"] == 2
     source = training_source(stage, rank=0, world_size=1, seed=0, **copy.deepcopy(options))
+    straight = [s["__key__"] for s in itertools.islice(iter(source), 6)]
     first = next(iter(source))
     assert first["frames"].shape[1] == 48 and len(first["frame_indices"]) in (4, 8)
+    # with decoding in dataloader workers: same order, and a state to resume from
+    loader = training_source(stage, rank=0, world_size=1, seed=0, workers=2, **copy.deepcopy(options))
+    head = [s["__key__"] for s in itertools.islice(iter(loader), 3)]
+    resumed = training_source(stage, rank=0, world_size=1, seed=0, workers=2, **copy.deepcopy(options))
+    resumed.load_state_dict(json.loads(json.dumps(loader.state_dict())))
+    assert head + [s["__key__"] for s in itertools.islice(iter(resumed), 3)] == straight
