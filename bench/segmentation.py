@@ -134,6 +134,8 @@ def main() -> int:
     parser.add_argument("--real", default=real_clip(), help="a real video (no truth: speed and agreement with TransNetV2)")
     parser.add_argument("--real-frames", type=int, default=None, help="frames of the real video to use")
     parser.add_argument("--no-neural", action="store_true", help="skip TransNetV2 and the hybrid (slow on CPU)")
+    parser.add_argument("--no-hybrid", action="store_true", help="skip the hybrid only (slower than TransNetV2 "
+                        "itself on CPU when many candidates are ambiguous)")
     parser.add_argument("--repeats", type=int, default=2, help="timing runs of the decode floor and the fast detector (min taken)")
     args = parser.parse_args()
     videos = args.videos or (2 if args.small else 4)
@@ -141,7 +143,8 @@ def main() -> int:
     real_frames = args.real_frames or (1500 if args.small else None)
     width, height = (int(x) for x in args.size.split("x"))
     files = generated_set(args.cache, videos, seconds, width, height)
-    methods = {k: v for k, v in METHODS.items() if not (args.no_neural and k in NEURAL)}
+    methods = {k: v for k, v in METHODS.items()
+               if not (args.no_neural and k in NEURAL) and not (args.no_hybrid and k == "hybrid (ours)")}
 
     totals = {m: {"tp": 0, "fp": 0, "fn": 0, "frames": 0, "seconds": 0.0} for m in methods}
     real = {m: {"boundaries": [], "frames": 0, "seconds": 0.0} for m in methods}

@@ -15,7 +15,6 @@ and the time to the first batch after resuming at 90% of an epoch against from t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import os
@@ -28,16 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import av  # noqa: E402
 
-from longvid.annotators.clips import ClipConfig, make_clips  # noqa: E402
-from longvid.annotators.plan import Plan, video_record  # noqa: E402
-from longvid.annotators.probe import probe_bytes  # noqa: E402
-from longvid.annotators.shots import shots_from_boundaries  # noqa: E402
-from longvid.shards import ShardWriter, Storage, encode_json, finalize, write_index_part  # noqa: E402
 from longvid.shards.sampling import STAGES_BY_NAME, frame_indices  # noqa: E402
-from longvid.shards.schema import video_id_for  # noqa: E402
 from longvid.shards.seekio import DecodeStats, decode_frames  # noqa: E402
 from longvid.shards.stream import ShardStream, SourceSpec, StreamConfig  # noqa: E402
-from longvid.synthetic import scene_frame  # noqa: E402
+from longvid.synthetic import scene_frame, write_known_cut_dataset  # noqa: E402
 
 
 def render_video(path: str, shots: list[int], fps: int, width: int, height: int, gop: int) -> list[int]:
@@ -78,26 +71,6 @@ def make_videos(folder: str, count: int, seconds: float, width: int, height: int
         shots[0] += i  # distinct content per file
         out.append((path, render_video(path, shots, fps, width, height, gop)))
     return out
-
-
-def write_dataset(root: str, videos: list[tuple[str, list[int]]]) -> None:
-    """Shards, index parts and dataset.json as `longvid ingest` writes them (one video per shard)."""
-    storage = Storage.for_uri(root)
-    records: dict[str, dict] = {}
-    numbers = itertools.count()
-    with ShardWriter(storage, lambda: next(numbers), max_samples=1,
-                     on_commit=lambda shard: write_index_part(storage, shard, records)) as writer:
-        for path, cuts in videos:
-            data = open(path, "rb").read()
-            probe = probe_bytes(data)
-            key = video_id_for(path)
-            shots = shots_from_boundaries(cuts, probe["num_frames"], probe["fps"])
-            item = {"video_id": key, "source": {"url": path}, "sha256": hashlib.sha256(data).hexdigest(),
-                    "probe": probe, "shots": shots,
-                    "clips": make_clips(key, shots, probe["num_frames"], probe["fps"], ClipConfig())}
-            records[key] = video_record(Plan().process(item))
-            writer.write(key, {"json": encode_json(records[key]), probe["media_ext"]: data})
-    finalize(storage)
 
 
 def plans(paths: list[str], stage: str) -> dict[str, list[int]]:
@@ -186,7 +159,7 @@ def main() -> int:
             videos = make_videos(work, args.count, args.seconds, args.width, args.height, args.fps,
                                  max(1, int(args.gop_seconds * args.fps)))
         root = os.path.join(work, "ds")
-        write_dataset(root, videos)
+        write_known_cut_dataset(root, videos, per_shard=1)
         paths = [p for p, _ in videos]
         print(f"{len(paths)} videos x {args.seconds:.0f} s, {args.width}x{args.height} @ {args.fps} fps, "
               f"GOP {args.gop_seconds:g} s, {os.cpu_count()} cores (prepared in {time.perf_counter() - t0:.0f} s)")

@@ -374,3 +374,37 @@ def random_script(seed: int, seconds: float, fps: int = 25) -> tuple[list[ShotSp
                 kind = ["fade", "fade_out", "fade_in"][int(rng.integers(0, 3))]
                 transitions.append(TransitionSpec(kind, int(rng.integers(10, 41))))
     return shots, transitions
+
+
+def write_known_cut_dataset(root: str, videos: list[tuple[str, list[int]]], per_shard: int = 3,
+                            clips=None) -> None:
+    """A dataset as ``longvid ingest`` writes it (shards, index parts, ``dataset.json``) from
+    generated videos whose cuts are known, without Ray or shot detection: for tests and benchmarks.
+    ``videos``: (path, cut frames) pairs; ``clips``: a ``ClipConfig`` (default: the ingest's)."""
+    import hashlib
+    import itertools
+
+    from .annotators.clips import ClipConfig, make_clips
+    from .annotators.plan import Plan, video_record
+    from .annotators.probe import probe_bytes
+    from .annotators.shots import shots_from_boundaries
+    from .shards import ShardWriter, Storage, encode_json, finalize, write_index_part
+    from .shards.schema import video_id_for
+
+    storage = Storage.for_uri(root)
+    records: dict[str, dict] = {}
+    numbers = itertools.count()
+    with ShardWriter(storage, lambda: next(numbers), max_samples=per_shard,
+                     on_commit=lambda shard: write_index_part(storage, shard, records)) as writer:
+        for path, cuts in videos:
+            with open(path, "rb") as f:
+                data = f.read()
+            probe = probe_bytes(data)
+            key = video_id_for(path)
+            shots = shots_from_boundaries(cuts, probe["num_frames"], probe["fps"])
+            item = {"video_id": key, "source": {"url": path}, "sha256": hashlib.sha256(data).hexdigest(),
+                    "probe": probe, "shots": shots,
+                    "clips": make_clips(key, shots, probe["num_frames"], probe["fps"], clips or ClipConfig())}
+            records[key] = video_record(Plan().process(item))
+            writer.write(key, {"json": encode_json(records[key]), probe["media_ext"]: data})
+    finalize(storage)

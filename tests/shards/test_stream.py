@@ -4,7 +4,6 @@ weighted mixing, seek-decoded frames equal to a full decode, S3, corrupt samples
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import os
@@ -14,11 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from longvid.annotators.clips import ClipConfig, make_clips
-from longvid.annotators.plan import Plan, video_record
-from longvid.annotators.probe import probe_bytes
-from longvid.annotators.shots import shots_from_boundaries
-from longvid.shards import ShardWriter, Storage, encode_json, finalize, read_record, write_index_part, write_layer_part
+from longvid.annotators.clips import ClipConfig
+from longvid.shards import Storage, read_record, write_layer_part
 from longvid.shards.index import read_index_parts
 from longvid.shards.schema import video_id_for
 from longvid.shards.seekio import DecodeStats, MemberFile, decode_frames
@@ -29,33 +25,12 @@ from longvid.shards.stream import (
     TokenBudgetBatcher,
     training_source,
 )
-from longvid.synthetic import write_video
+from longvid.synthetic import write_known_cut_dataset, write_video
 
 # (seconds, width, GOP) per video; the 48 s one is the long one (bucket 30-60s) and has no captions
 VIDEOS = [(8, 80, 12), (6, 64, 12), (10, 80, 12), (7, 64, 12), (48, 96, 4), (5, 80, 12)]
 FPS = 25
 UNCAPTIONED = 4
-
-
-def write_dataset(root: str, paths: list[str], cuts: list[list[int]], per_shard: int = 3) -> None:
-    """What `longvid ingest` writes (shards, index parts, dataset.json), without Ray or detection:
-    shots come from the generator's known cuts."""
-    storage = Storage.for_uri(root)
-    records: dict[str, dict] = {}
-    numbers = itertools.count()
-    with ShardWriter(storage, lambda: next(numbers), max_samples=per_shard,
-                     on_commit=lambda shard: write_index_part(storage, shard, records)) as writer:
-        for path, video_cuts in zip(paths, cuts):
-            data = open(path, "rb").read()
-            probe = probe_bytes(data)
-            key = video_id_for(path)
-            shots = shots_from_boundaries(video_cuts, probe["num_frames"], probe["fps"])
-            item = {"video_id": key, "source": {"url": path}, "sha256": hashlib.sha256(data).hexdigest(),
-                    "probe": probe, "shots": shots,
-                    "clips": make_clips(key, shots, probe["num_frames"], probe["fps"], ClipConfig(1.0, 4.0))}
-            records[key] = video_record(Plan().process(item))
-            writer.write(key, {"json": encode_json(records[key]), probe["media_ext"]: data})
-    finalize(storage)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +46,7 @@ def dataset(tmp_path_factory):
         paths.append(path)
         cuts.append(truth.cuts)
     root = str(base / "ds")
-    write_dataset(root, paths, cuts)
+    write_known_cut_dataset(root, list(zip(paths, cuts)), clips=ClipConfig(1.0, 4.0))
     storage = Storage.for_uri(root)
     videos, clips = read_index_parts(storage)
     keys = [video_id_for(p) for p in paths]
