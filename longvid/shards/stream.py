@@ -87,11 +87,13 @@ class SourceUnits:
     def __init__(self, number: int, spec: SourceSpec, unit: str, table: pa.Table, seed: int, shard_group: int):
         self.number, self.spec, self.unit, self.table = number, spec, unit, table
         self.seed, self.shard_group = seed, shard_group
-        shards = table["shard"].to_pylist()
-        names = sorted(set(shards))
-        code = {name: i for i, name in enumerate(names)}
-        codes = np.array([code[s] for s in shards], dtype=np.int64)
-        self.by_shard = [np.flatnonzero(codes == i) for i in range(len(names))]
+        # unit numbers grouped by shard, shards in name order: one sort, not a scan per shard
+        encoded = pc.dictionary_encode(table["shard"].combine_chunks())
+        names = encoded.dictionary.to_pylist()
+        rank_of_name = np.argsort(np.argsort(names)).astype(np.int64)
+        codes = rank_of_name[encoded.indices.to_numpy(zero_copy_only=False)] if names else np.zeros(0, np.int64)
+        sizes = np.bincount(codes, minlength=len(names))
+        self.by_shard = np.split(np.argsort(codes, kind="stable"), np.cumsum(sizes)[:-1]) if names else []
         ids = table["id"].to_pylist()
         self.digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
         self._orders: dict[int, np.ndarray] = {}
