@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from longvid.annotators.decode import DecodeConfig, decode_only, iter_thumbnails  # noqa: E402
-from longvid.annotators.segment import SegmentConfig, build_detector  # noqa: E402
+from longvid.annotators.segment import SegmentConfig, build_detector, thumbnail_config  # noqa: E402
 from longvid.annotators.keyframes import FrameDistance  # noqa: E402
 from longvid.synthetic import random_script, write_scripted_video  # noqa: E402
 
@@ -67,7 +67,8 @@ def match(predicted: list[int], transitions: list[dict]) -> tuple[int, int, int]
 
 def run_ours(path: str, name: str, max_frames: int | None, decode: DecodeConfig) -> tuple[list[int], int, float]:
     """Decode once, feed the detector and the keyframe distance (what the segment stage does)."""
-    detector = build_detector(SegmentConfig(detector=name))
+    segment = SegmentConfig(detector=name, decode=decode)
+    detector, decode = build_detector(segment), thumbnail_config(segment)
     distance = FrameDistance()
     started, n = time.perf_counter(), 0
     for thumb in iter_thumbnails(path, config=decode):

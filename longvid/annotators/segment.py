@@ -7,7 +7,7 @@ plus a few bytes per frame (the keyframe distance). Never decodes a video twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -43,13 +43,24 @@ def build_detector(config: SegmentConfig) -> ShotDetector:
     return make_detector(config.detector)
 
 
+NEURAL_DETECTORS = ("transnetv2", "hybrid")  # they see the thumbnails the way TransNetV2 was trained: bicubic
+
+
+def thumbnail_config(config: SegmentConfig) -> DecodeConfig:
+    """The decode settings with ``interpolation: auto`` resolved for the configured detector."""
+    if config.decode.interpolation != "auto":
+        return config.decode
+    method = "BICUBIC" if config.detector in NEURAL_DETECTORS else "AREA"
+    return replace(config.decode, interpolation=method)
+
+
 def segment_video(source, probe: dict, video_id: str, config: SegmentConfig) -> dict:
     """Shots, transitions, clips and keyframes of one video from a single decode."""
     detector = build_detector(config)
     distance = FrameDistance()
     stats = DecodeStats()
     # yields HxWx3 uint8 thumbnails, one per decoded frame, in display order
-    for thumb in iter_thumbnails(source, stats=stats, config=config.decode):
+    for thumb in iter_thumbnails(source, stats=stats, config=thumbnail_config(config)):
         detector.update(thumb)
         distance.update(thumb)
     expected = probe["num_frames"]
