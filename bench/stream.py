@@ -30,7 +30,7 @@ import av  # noqa: E402
 from longvid.shards.sampling import STAGES_BY_NAME, frame_indices  # noqa: E402
 from longvid.shards.seekio import DecodeStats, decode_frames  # noqa: E402
 from longvid.shards.stream import ShardStream, SourceSpec, StreamConfig  # noqa: E402
-from longvid.synthetic import scene_frame, write_known_cut_dataset  # noqa: E402
+from longvid.synthetic import encode_frames, scene_frame, write_known_cut_dataset  # noqa: E402
 
 
 def render_video(path: str, shots: list[int], fps: int, width: int, height: int, gop: int) -> list[int]:
@@ -38,25 +38,19 @@ def render_video(path: str, shots: list[int], fps: int, width: int, height: int,
     each shot's background is drawn once, then scrolls, with a moving square; returns the cuts."""
     import numpy as np
 
-    container = av.open(path, mode="w")
-    stream = container.add_stream("libx264", rate=fps)
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.codec_context.gop_size = gop
-    cuts, t_global, size = [], 0, max(4, height // 5)
-    for scene, length in enumerate(shots):
-        if scene:
-            cuts.append(t_global)
-        background = scene_frame(scene, 0, width, height)
-        for t in range(length):
-            img = np.roll(background, t % width, axis=1)
-            x, y = (t * 3 + scene * 11) % (width - size), (t * 2 + scene * 5) % (height - size)
-            img[y : y + size, x : x + size] = 255 - img[y, x]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-            t_global += 1
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
+    cuts = [sum(shots[:i]) for i in range(1, len(shots))]
+    size = max(4, height // 5)
+
+    def frames():
+        for scene, length in enumerate(shots):
+            background = scene_frame(scene, 0, width, height)
+            for t in range(length):
+                img = np.roll(background, t % width, axis=1)
+                x, y = (t * 3 + scene * 11) % (width - size), (t * 2 + scene * 5) % (height - size)
+                img[y : y + size, x : x + size] = 255 - img[y, x]
+                yield img
+
+    encode_frames(path, frames(), fps, width, height, "h264", gop=gop)
     return cuts
 
 

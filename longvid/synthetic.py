@@ -250,11 +250,15 @@ class ShotRenderer:
         return np.clip(img, 0, 255)
 
 
-def _encode_frames(path: str, frames, fps: int, width: int, height: int, codec: str) -> int:
+def encode_frames(path: str, frames, fps: int, width: int, height: int, codec: str = "h264", gop: int = 0) -> int:
+    """Encode an iterable of RGB frames into ``path``; ``gop`` > 0 sets the keyframe spacing.
+    Returns the number of frames written."""
     container = av.open(path, mode="w")
     stream = container.add_stream(ENCODERS[codec], rate=fps)
     stream.width, stream.height = width, height
     stream.pix_fmt = CODECS[codec][1]
+    if gop:
+        stream.codec_context.gop_size = gop
     if codec == "h264":
         stream.options = {"preset": "veryfast", "crf": "23"}
     elif codec == "hevc":
@@ -345,7 +349,7 @@ def write_scripted_video(
         if trans.kind not in TRANSITIONS:
             raise ValueError(f"unknown transition {trans.kind!r}; known: {TRANSITIONS}")
     truth = ScriptedVideo(path=path, fps=fps, num_frames=0)
-    truth.num_frames = _encode_frames(path, _script_frames(shots, transitions, width, height, truth),
+    truth.num_frames = encode_frames(path, _script_frames(shots, transitions, width, height, truth),
                                       fps, width, height, codec)
     return truth
 

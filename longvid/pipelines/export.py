@@ -22,7 +22,7 @@ from ..shards.dataset import list_layers, read_dataset_json
 from ..shards.index import read_index_parts
 from ..shards.reader import split_member_name
 from ..shards.sampling import BUCKET_LABELS
-from ..shards.storage import Storage, is_s3
+from ..shards.storage import LocalStorage, Storage, is_s3
 
 UNITS = ("video", "clip", "both")
 # VideoChat-Flash's VIDEO_READER_FUNCS keys that read a plain video file
@@ -30,6 +30,8 @@ VIDEO_READ_TYPES = ("decord", "av")
 MEDIA_DIR = "videos"
 DATA_YAML = "llava_data.yaml"
 COPY_CHUNK = 64 * 1024 * 1024  # bytes per ranged read when extracting media: bounded memory for long videos
+
+BUCKET_ORDER = {label: i for i, label in enumerate(BUCKET_LABELS)}  # unknown labels sort last
 
 SKIP_NO_TURNS = "no annotation turns in the chosen layers"
 SKIP_NO_FRAMES = "no stage3 frames (too short to sample)"
@@ -160,8 +162,7 @@ class JsonlFiles:
             os.replace(handle.name, final)
             done.append((unit, bucket, final))
         self.handles = {}
-        order = {label: i for i, label in enumerate(BUCKET_LABELS)}
-        return sorted(done, key=lambda d: (UNITS.index(d[0]), order.get(d[1], len(order))))
+        return sorted(done, key=lambda d: (UNITS.index(d[0]), BUCKET_ORDER.get(d[1], len(BUCKET_ORDER))))
 
     def abort(self) -> None:
         for _, handle in self.handles.values():
@@ -269,10 +270,7 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
 
     yaml_path = os.path.join(out_dir, DATA_YAML)
     text = data_yaml(written, config, data_root, out_dir, storage.root, layers)
-    tmp = os.path.join(out_dir, f".{DATA_YAML}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, yaml_path)  # last: a YAML on disk lists only complete files
+    LocalStorage(out_dir).write_bytes(DATA_YAML, text.encode("utf-8"))  # last, atomic: lists only complete files
 
     listed = {os.path.basename(path) for _, _, path in written}
     stale = sorted(n for n in os.listdir(out_dir) if re.match(r"^llava_(video|clip)_.+\.jsonl$", n) and n not in listed)
@@ -298,11 +296,10 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
 
 def format_summary(summary: dict, config: LlavaExportConfig) -> str:
     lines = [f"exported {summary['dataset']} -> {summary['out']} (layers: {', '.join(summary['layers'])})"]
-    order = {label: i for i, label in enumerate(BUCKET_LABELS)}
     for unit, per_bucket in summary["records"].items():
         total = sum(per_bucket.values())
         lines.append(f"  {unit} records: {total}")
-        for bucket in sorted(per_bucket, key=lambda b: order.get(b, len(order))):
+        for bucket in sorted(per_bucket, key=lambda b: BUCKET_ORDER.get(b, len(BUCKET_ORDER))):
             lines.append(f"    {bucket:>10}  {per_bucket[bucket]}")
     for unit, reasons in summary["skipped"].items():
         for reason, n in sorted(reasons.items()):

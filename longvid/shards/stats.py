@@ -16,24 +16,21 @@ import pyarrow.parquet as pq
 
 from .dataset import list_layers, read_dataset_json
 from .index import read_index_parts
-from .layers import layer_dir, layer_parts
+from .layers import layer_dir, layer_parts, read_layer_meta
 from .sampling import BUCKET_LABELS
 from .storage import Storage, is_s3, split_s3
 
 
 def _bucket_rows(videos: list[dict], clips: list[dict]) -> list[dict]:
-    rows = {label: {"bucket": label, "videos": 0, "video_hours": 0.0, "clips": 0, "clip_hours": 0.0}
-            for label in BUCKET_LABELS}
-    for v in videos:
-        row = rows.setdefault(v["bucket"], {"bucket": v["bucket"], "videos": 0, "video_hours": 0.0, "clips": 0,
-                                            "clip_hours": 0.0})
-        row["videos"] += 1
-        row["video_hours"] += v["duration"] / 3600.0
-    for c in clips:
-        row = rows.setdefault(c["bucket"], {"bucket": c["bucket"], "videos": 0, "video_hours": 0.0, "clips": 0,
-                                            "clip_hours": 0.0})
-        row["clips"] += 1
-        row["clip_hours"] += c["duration"] / 3600.0
+    def empty(label: str) -> dict:
+        return {"bucket": label, "videos": 0, "video_hours": 0.0, "clips": 0, "clip_hours": 0.0}
+
+    rows = {label: empty(label) for label in BUCKET_LABELS}
+    for items, count, hours in ((videos, "videos", "video_hours"), (clips, "clips", "clip_hours")):
+        for item in items:
+            row = rows.setdefault(item["bucket"], empty(item["bucket"]))
+            row[count] += 1
+            row[hours] += item["duration"] / 3600.0
     return list(rows.values())
 
 
@@ -47,8 +44,8 @@ def layer_stats(storage: Storage, layer: str, version: str) -> dict:
         rows += table.num_rows
         video_rows += table["clip_id"].null_count
         keys.update(table["key"].to_pylist())
-    meta_path = f"{layer_dir(layer, version)}/layer.json"
-    meta = json.loads(storage.read_bytes(meta_path)) if storage.exists(meta_path) else {}
+    has_meta = storage.exists(f"{layer_dir(layer, version)}/layer.json")
+    meta = read_layer_meta(storage, layer, version) if has_meta else {}
     return {
         "layer": layer,
         "version": version,
