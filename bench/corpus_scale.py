@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import http.server
+import io
 import json
 import os
 import shutil
@@ -29,9 +30,11 @@ import time
 from collections import Counter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+# a child measuring the peer (--peer: another checkout, e.g. the main branch) imports its longvid
+sys.path.insert(0, os.environ.get("LONGVID_BENCH_REPO") or REPO)
 
 MEASURES = ["index", "stream1", "stream4", "stats", "finalize", "export", "ingest_start"]
+PEER_MEASURES = ["stream1", "stats", "finalize", "ingest_start"]  # what the previous layout's code also has
 
 
 # -- in the child: one measurement -------------------------------------------------------------
@@ -91,43 +94,51 @@ def measure(name: str, dataset: str, out: str) -> dict:
 
         stats = dataset_stats(storage)
         return {"clips": stats["counts"]["clips"]}
-    if name == "finalize":
-        from longvid.shards import finalize, open_index
-        from longvid.shards.writer import shard_number
-        from longvid.synthetic_index import write_synthetic_shard
+    if name == "finalize":  # the parent has just added one shard (tar stub + index part)
+        from longvid.shards import finalize
 
-        last = open_index(storage).shards["shard"][-1].as_py()
-        write_synthetic_shard(storage, shard_number(last) + 1, 40, 60)
-        t0 = time.perf_counter()
         meta = finalize(storage)
-        return {"finalize_s": time.perf_counter() - t0, "clips": meta["counts"]["clips"]}
+        return {"clips": meta["counts"]["clips"]}
     if name == "export":
         from longvid.pipelines.export import LlavaExportConfig, run_export_llava
 
         summary = run_export_llava(dataset, os.path.join(out, "export"), LlavaExportConfig(unit="video"),
                                    log=lambda *_: None)
-        return {"records": sum(summary.get("counts", {}).values()) if isinstance(summary.get("counts"), dict) else None}
+        return {"summary_keys": sorted(summary)[:8]}
     if name == "ingest_start":
-        from longvid.pipelines.ingest import _committed_state
-        from longvid.shards import open_index
+        import inspect
 
-        keys = open_index(storage).read_videos(open_index(storage).shard_names[:3], columns=["key"])["key"]
-        manifest = keys.to_pylist()[:500] + [f"{i:016x}" for i in range(500)]  # half committed, half new
-        owners, committed, next_shard = _committed_state(storage, manifest)
-        return {"owners": len(owners), "committed_in_manifest": len(committed)}
+        import pyarrow.parquet as pq
+
+        from longvid.pipelines.ingest import _committed_state
+
+        first = next(p for p in storage.list("index/parts") if p.endswith(".videos.parquet"))
+        keys = pq.read_table(io.BytesIO(storage.read_bytes(first)), columns=["key"])["key"].to_pylist()
+        manifest = keys[:500] + [f"{i:016x}" for i in range(500)]  # some committed, the rest new
+        if len(inspect.signature(_committed_state).parameters) == 2:
+            owners, committed, _ = _committed_state(storage, manifest)
+        else:  # the previous version: every committed key
+            owners, committed, _ = _committed_state(storage)
+        return {"owners": len(owners), "committed": len(committed)}
     raise ValueError(f"unknown measure {name!r}")
 
 
-def child_main(name: str, dataset: str, out: str) -> None:
-    base = _status()["VmRSS"]  # after the bare imports of this script
-    import longvid.shards  # noqa: F401  (the package a tool needs anyway)
+# modules a measurement imports anyway (torch for the stream, Ray for ingest): the baseline
+PREIMPORT = {"stream1": "longvid.shards.stream", "stream4": "longvid.shards.stream",
+             "export": "longvid.pipelines.export", "ingest_start": "longvid.pipelines.ingest",
+             "stats": "longvid.shards.stats", "index": "longvid.cli", "finalize": "longvid.shards"}
 
-    base = _status()["VmRSS"]
+
+def child_main(name: str, dataset: str, out: str) -> None:
+    import importlib
+
+    importlib.import_module(PREIMPORT.get(name, "longvid.shards"))
+    base = _status()["VmRSS"]  # the bare import: what the process holds before the tool runs
     t0 = time.perf_counter()
     result = measure(name, dataset, out)
     result.update(name=name, wall_s=time.perf_counter() - t0, peak_mb=_status()["VmHWM"] - base, import_mb=base)
-    if "worker_peak_mb" in result:
-        result["worker_peak_mb"] = [peak - base for peak in result["worker_peak_mb"]]
+    # worker figures stay absolute VmHWM: a forked worker's own peak is not comparable with the
+    # parent's baseline (it shares, and need not touch, the parent's pages)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -135,7 +146,7 @@ def child_main(name: str, dataset: str, out: str) -> None:
 def build(dataset: str, clips: int, shards: int, clips_per_video: int) -> dict:
     """A parts-only dataset (today's layout before ``longvid index``) of ``clips`` clip rows."""
     from longvid.shards import Storage
-    from longvid.synthetic_index import write_synthetic_shard
+    from longvid.synthetic_index import write_synthetic_shard, write_synthetic_summary_layer
 
     storage = Storage.for_uri(dataset)
     per_shard = max(1, clips // shards)
@@ -143,9 +154,18 @@ def build(dataset: str, clips: int, shards: int, clips_per_video: int) -> dict:
     t0 = time.perf_counter()
     for number in range(shards):
         write_synthetic_shard(storage, number, videos, clips_per_video)
+    write_synthetic_summary_layer(storage, shards, videos)  # export needs a layer to build conversations
     storage.write_bytes("dataset.json", json.dumps({"schema_version": 1, "format": "longvid-webdataset"}).encode())
     return {"build_s": time.perf_counter() - t0, "clip_rows": shards * videos * clips_per_video,
             "video_rows": shards * videos, "shards": shards}
+
+
+def add_one_shard(dataset: str, shards: int, clips_per_video: int) -> None:
+    """What an ingest run adds before its finalize: one shard (stub tar + index part)."""
+    from longvid.shards import Storage
+    from longvid.synthetic_index import write_synthetic_shard
+
+    write_synthetic_shard(Storage.for_uri(dataset), shards, 40, clips_per_video)
 
 
 class CountingProxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -178,9 +198,12 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         for k, v in resp.getheaders():
             if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":  # no body: keep the object's own length
+            self.send_header("Content-Length", resp.getheader("Content-Length") or "0")
+            self.end_headers()
+        else:
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
             self.wfile.write(data)
         conn.close()
 
@@ -212,10 +235,13 @@ def run_size(clips: int, shards: int, args, s3: bool = False) -> tuple[dict, lis
     os.makedirs(out)
     proxy = server = None
     if s3:
+        import logging
+
         import boto3
         from moto.server import ThreadedMotoServer
 
         port = _free_port()
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         proxy = CountingProxy(port)
@@ -229,9 +255,16 @@ def run_size(clips: int, shards: int, args, s3: bool = False) -> tuple[dict, lis
     else:
         dataset = os.path.join(out, "ds")
     built = build(dataset, clips, shards, args.clips_per_video)
+    print(f"built {built['clip_rows']:,} clip rows, {built['video_rows']:,} videos, {shards:,} shards "
+          f"in {built['build_s']:.0f} s ({'S3' if s3 else 'local'})", flush=True)
+    peer = os.path.join(out, "peer-ds") if args.peer and not s3 else ""
+    if peer:  # the same parts-only dataset, for the previous code
+        shutil.copytree(dataset, peer)
     results = []
     try:
         for name in args.measures:
+            if name == "finalize":
+                add_one_shard(dataset, shards, args.clips_per_video)
             if proxy:
                 proxy.counts.clear()
             result = run_child(name, dataset, out, env, args.timeout)
@@ -239,6 +272,16 @@ def run_size(clips: int, shards: int, args, s3: bool = False) -> tuple[dict, lis
                 result["requests"] = dict(proxy.counts)
             results.append(result)
             print(_row(built, result), flush=True)
+            if peer and name in PEER_MEASURES:
+                if name == "finalize":
+                    add_one_shard(peer, shards, args.clips_per_video)
+                peer_env = dict(env, PYTHONPATH=args.peer, LONGVID_BENCH_REPO=args.peer)
+                old = run_child(name, peer, out, peer_env, args.timeout)
+                old["name"] = f"{name} (peer)"
+                if "error" not in old and "error" not in result:
+                    old["ratio"] = old["wall_s"] / max(result["wall_s"], 1e-3)
+                results.append(old)
+                print(_row(built, old), flush=True)
     finally:
         if proxy:
             proxy.shutdown()
@@ -252,9 +295,9 @@ def _row(built: dict, r: dict) -> str:
         return f"{built['clip_rows']:>11,} {r['name']:>13}  ERROR {r['error']}"
     extra = ""
     if "open_s" in r:
-        extra = f" open {r['open_s']:.2f}s first {r['first_s']:.2f}s workers +{r['worker_peak_mb']} MB"
-    if "finalize_s" in r:
-        extra = f" (finalize alone {r['finalize_s']:.2f}s)"
+        extra = f" open {r['open_s']:.2f}s first {r['first_s']:.2f}s workers peak {r['worker_peak_mb']} MB"
+    if "ratio" in r:
+        extra += f"  peer/this x{r['ratio']:.1f}"
     if "requests" in r:
         extra += f" requests {sum(r['requests'].values())} {r['requests']}"
     return f"{built['clip_rows']:>11,} {r['name']:>13} {r['wall_s']:>8.2f} s {r['peak_mb']:>7} MB{extra}"
@@ -272,6 +315,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "out", "corpus_scale"))
     parser.add_argument("--json", default="", help="also write every figure here")
+    parser.add_argument("--peer", default="", help="another checkout (e.g. /work/main): its stream, stats, "
+                        "finalize and ingest start run on a copy of the parts-only dataset, for the ratio")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -289,7 +334,7 @@ def main(argv=None) -> int:
         print(f"growth {b0['clip_rows']:,} -> {b1['clip_rows']:,} clip rows "
               f"(x{b1['clip_rows'] / b0['clip_rows']:.1f}):")
         for a, b in zip(r0, r1):
-            if "error" not in a and "error" not in b:
+            if "error" not in a and "error" not in b and a["name"] == b["name"]:
                 print(f"  {a['name']:>13}: time x{b['wall_s'] / max(a['wall_s'], 1e-3):.2f}, "
                       f"peak RSS x{max(b['peak_mb'], 1) / max(a['peak_mb'], 1):.2f}")
     if args.json:
