@@ -180,6 +180,11 @@ class SourcePlan:
         shards = self.group_shards(epoch, group)  # in this thread: the permutation cache is not shared
         self._prefetch[key] = self._pool[1].submit(self._build, epoch, group, shards)
 
+    def quiesce(self) -> None:
+        """Finish the prefetches in flight (they stay cached for use)."""
+        for future in list(self._prefetch.values()):
+            future.exception()
+
     # -- walking -----------------------------------------------------------------------------
     def normalise(self, where: list[int]) -> bool:
         """Move ``[epoch, group, offset]`` onto a kept unit; False when that would open epoch ``epochs``."""
@@ -210,7 +215,7 @@ class SourcePlan:
             taken += step
         return taken
 
-    def unit(self, where: list[int]) -> tuple[Group, int] | None:
+    def locate(self, where: list[int]) -> tuple[Group, int] | None:
         """The unit at ``where`` (normalised first), or None at the epochs limit."""
         if not self.normalise(where):
             return None

@@ -53,11 +53,21 @@ def dataset(tmp_path_factory):
     captions = [{"key": c["key"], "clip_id": c["clip_id"], "start": c["start"], "end": c["end"],
                  "value": f"caption of {c['clip_id']}", "value_type": "text", "producer": "test"}
                 for c in clips.to_pylist() if c["key"] != keys[UNCAPTIONED]]
-    write_layer_part(storage, "caption", "v1", "part-0", captions)
+    shard_of = {v["key"]: v["shard"] for v in videos.to_pylist()}
+    write_by_shard(storage, "caption", "v1", captions, shard_of)
     summaries = [{"key": k, "clip_id": None, "start": 0.0, "end": 1.0, "producer": "test", "value_type": "json",
                   "value": json.dumps({"task": "summary", "text": f"summary of {k}"})} for k in keys[:2]]
-    write_layer_part(storage, "writer", "v1", "part-0", summaries)
+    write_by_shard(storage, "writer", "v1", summaries, shard_of)
     return {"root": root, "paths": dict(zip(keys, paths)), "videos": videos.to_pylist(), "clips": clips.to_pylist()}
+
+
+def write_by_shard(storage, layer, version, rows, shard_of) -> None:
+    """Layer parts named after their video shard (``<shard-base>-0000``), as `longvid annotate` writes."""
+    by_shard: dict[str, list[dict]] = {}
+    for row in rows:
+        by_shard.setdefault(shard_of[row["key"]], []).append(row)
+    for shard, part in by_shard.items():
+        write_layer_part(storage, layer, version, shard.rsplit("/", 1)[-1][: -len(".tar")] + "-0000", part)
 
 
 def stream(root, rank=0, world_size=1, **options) -> ShardStream:
@@ -208,7 +218,7 @@ def test_conversations_come_from_layers_and_unannotated_samples_are_counted(data
     s = stream(dataset["root"], unit="clip", layers=["caption/v1"], decode=False, epochs=1)
     samples = list(s)
     uncaptioned = [c for c in dataset["clips"] if c["key"] == list(dataset["paths"])[UNCAPTIONED]]
-    assert uncaptioned and s.skipped == {"no annotation": len(uncaptioned)}
+    assert uncaptioned and s.stats()["dropped"] == {"no annotation": len(uncaptioned)} and s.skipped == {}
     assert len(samples) == len(dataset["clips"]) - len(uncaptioned)
     conv = samples[0]["conversations"]
     assert conv[0]["value"].startswith("<image>\nThe video lasts for") and conv[1]["value"].startswith("caption of")
