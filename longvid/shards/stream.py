@@ -8,6 +8,7 @@ asks for (``seekio``). Never reads the whole index; a sample that fails is count
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
@@ -394,6 +395,13 @@ class ShardStream(IterableDataset):
             if SKIP_MARK in sample and not self.emit_markers:
                 continue
             yield sample
+
+    def advance(self, count: int = 1) -> None:
+        """Count ``count`` items of this rank's stream as consumed without building them (metadata walk)."""
+        for position, _, after in itertools.islice(self._items(self.position, 1), count):
+            self.position = position + 1
+            if after is not None:
+                self.cursor = after
 
     def consume(self, item: dict) -> None:
         """Count an item that came back from a dataloader worker as consumed (StreamLoader does this)."""
