@@ -26,6 +26,15 @@ def _strings(prefix: str, numbers: np.ndarray, width: int = 8) -> pa.Array:
     return pc.binary_join_element_wise(pa.scalar(prefix), pa.array(hexes, pa.string()), "")
 
 
+def _random_hex(count: int, nbytes: int, seed: int) -> pa.Array:
+    """``count`` random hex strings of ``nbytes`` bytes (content hashes do not compress)."""
+    raw = np.frombuffer(np.random.default_rng(seed).bytes(count * nbytes), np.uint8).reshape(count, nbytes)
+    digits = np.frombuffer(b"0123456789abcdef", np.uint8)
+    chars = np.empty((count, 2 * nbytes), np.uint8)
+    chars[:, 0::2], chars[:, 1::2] = digits[raw >> 4], digits[raw & 15]
+    return pa.array(chars.view(f"S{2 * nbytes}").ravel(), pa.binary()).cast(pa.string())
+
+
 def synthetic_part(number: int, videos: int, clips_per_video: int) -> tuple[pa.Table, pa.Table]:
     """(videos, clips) rows of shard ``number``: distinct keys, durations across the buckets."""
     shard = shard_name(number)
@@ -41,7 +50,7 @@ def synthetic_part(number: int, videos: int, clips_per_video: int) -> tuple[pa.T
         "media_offset": pa.array(v * (1 << 20) + 1024), "media_size": pa.array(np.full(n, 1 << 20)),
         "json_offset": pa.array(v * (1 << 20) + 512), "json_size": pa.array(np.full(n, 9000)),
         "url": pc.binary_join_element_wise(pa.scalar("s3://bucket/src/"), keys, ""),
-        "sha256": pc.binary_join_element_wise(keys, keys, keys, keys, ""),
+        "sha256": _random_hex(n, 32, seed=number),
         "duration": pa.array(duration), "fps": pa.array(np.full(n, 30.0)),
         "num_frames": pa.array((duration * 30).astype(np.int64)),
         "width": pa.array(np.full(n, 1280, np.int32)), "height": pa.array(np.full(n, 720, np.int32)),
@@ -80,3 +89,27 @@ def write_synthetic_shard(storage: Storage, number: int, videos: int, clips_per_
         buf = io.BytesIO()
         pq.write_table(table, buf)
         storage.write_bytes(path, buf.getvalue())
+
+
+def write_synthetic_summary_layer(storage: Storage, shards: int, videos: int, layer: str = "summary",
+                                  version: str = "v1") -> int:
+    """A video-level summary layer over every video of ``shards`` synthetic shards of ``videos``
+    videos each, as one part (what ``export`` needs to build a conversation); returns its rows."""
+    from .shards.layers import LAYER_SCHEMA, layer_dir, write_layer_meta
+
+    numbers = np.repeat(np.arange(shards, dtype=np.int64), videos)
+    within = np.tile(np.arange(videos, dtype=np.int64), shards)
+    keys = pc.binary_join_element_wise(_strings("", numbers), _strings("", within), "")
+    n = len(keys)
+    value = '{"task": "summary", "text": "a synthetic summary"}'
+    table = pa.table({
+        "key": keys, "clip_id": pa.nulls(n, pa.string()), "start": pa.array(np.zeros(n)),
+        "end": pa.array(np.full(n, 60.0)), "value": pa.array(np.full(n, value, dtype=object), pa.string()),
+        "value_type": pa.array(np.full(n, "json", dtype=object), pa.string()),
+        "producer": pa.array(np.full(n, "synthetic", dtype=object), pa.string()),
+    }).cast(LAYER_SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_bytes(f"{layer_dir(layer, version)}/part-0.parquet", buf.getvalue())
+    write_layer_meta(storage, layer, version, {"producer": "synthetic", "status": "complete"})
+    return n

@@ -70,6 +70,8 @@ SHARD_TABLE_SCHEMA = pa.schema(
         ("clip_visual_tokens", pa.int64()),
         ("video_buckets", pa.list_(pa.int64())),
         ("clip_buckets", pa.list_(pa.int64())),
+        ("video_bucket_seconds", pa.list_(pa.float64())),
+        ("clip_bucket_seconds", pa.list_(pa.float64())),
         ("min_key", pa.string()),
         ("max_key", pa.string()),
         ("videos_file", pa.string()),
@@ -162,11 +164,14 @@ def _write_parquet(storage: Storage, path: str, table: pa.Table, row_group_rows:
 
 
 # -- per-shard summaries ---------------------------------------------------------------------
-def _bucket_counts(column: pa.ChunkedArray) -> list[int]:
-    counts = dict.fromkeys(BUCKET_LABELS, 0)
-    for item in pc.value_counts(column).to_pylist():  # one entry per bucket label: bounded
-        counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
-    return [counts[label] for label in BUCKET_LABELS]
+def _per_bucket(table: pa.Table) -> tuple[list[int], list[float]]:
+    """(rows, seconds) per duration bucket in BUCKET_LABELS order (one Arrow group-by)."""
+    counts, seconds = dict.fromkeys(BUCKET_LABELS, 0), dict.fromkeys(BUCKET_LABELS, 0.0)
+    grouped = table.group_by("bucket").aggregate([("duration", "count"), ("duration", "sum")])
+    for item in grouped.to_pylist():  # one entry per bucket label: bounded
+        counts[item["bucket"]] = item["duration_count"]
+        seconds[item["bucket"]] = float(item["duration_sum"] or 0.0)
+    return [counts[label] for label in BUCKET_LABELS], [seconds[label] for label in BUCKET_LABELS]
 
 
 def _sum(column, kind=int):
@@ -179,6 +184,8 @@ def summarise_shard(shard: str, videos: pa.Table, clips: pa.Table, shard_bytes: 
     """The shard-table row of one shard from its video and clip rows (Arrow aggregates only)."""
     ok = videos.filter(pc.equal(videos["status"], "ok"))
     keys = videos["key"]
+    video_counts, video_seconds = _per_bucket(videos.select(["bucket", "duration"]))
+    clip_counts, clip_seconds = _per_bucket(clips.select(["bucket", "duration"]))
     return {
         "shard": shard,
         "bytes": int(shard_bytes),
@@ -189,8 +196,10 @@ def summarise_shard(shard: str, videos: pa.Table, clips: pa.Table, shard_bytes: 
         "clip_seconds": _sum(clips["duration"], float),
         "visual_tokens": _sum(ok["visual_tokens"]),
         "clip_visual_tokens": _sum(clips["visual_tokens"]),
-        "video_buckets": _bucket_counts(videos["bucket"]),
-        "clip_buckets": _bucket_counts(clips["bucket"]),
+        "video_buckets": video_counts,
+        "clip_buckets": clip_counts,
+        "video_bucket_seconds": video_seconds,
+        "clip_bucket_seconds": clip_seconds,
         "min_key": pc.min(keys).as_py() if len(keys) else "",
         "max_key": pc.max(keys).as_py() if len(keys) else "",
         "videos_file": videos_file,

@@ -164,5 +164,6 @@ def update_index(storage: Storage, config: CompactConfig | None = None, repair: 
     changed = old is None or report.added or report.compacted_files or report.dropped
     if changed:
         _write_parquet(storage, SHARD_TABLE, result)
-    _clean(storage, result, report, legacy=True)
+    if changed or repair:  # the old consolidated files go once a shard table replaces them
+        _clean(storage, result, report, legacy=old is None or repair)
     return report

@@ -47,13 +47,13 @@ def list_layers(storage: Storage) -> dict[str, list[str]]:
     return {name: sorted(versions) for name, versions in sorted(layers.items())}
 
 
-def _bucket_totals(column: pa.ChunkedArray) -> dict[str, int]:
-    """Per-bucket sums of a ``list<int64>`` column in BUCKET_LABELS order (one row per shard)."""
+def bucket_totals(column: pa.ChunkedArray, kind=int) -> dict:
+    """Per-bucket sums of a list column in BUCKET_LABELS order (one row per shard), vectorised."""
     if len(column) == 0:
-        return dict.fromkeys(BUCKET_LABELS, 0)
-    matrix = pa.concat_arrays([chunk.flatten() for chunk in column.chunks])
-    sums = matrix.to_numpy(zero_copy_only=False).reshape(len(column), len(BUCKET_LABELS)).sum(axis=0)
-    return {label: int(n) for label, n in zip(BUCKET_LABELS, sums)}
+        return {label: kind(0) for label in BUCKET_LABELS}
+    flat = pa.concat_arrays([chunk.flatten() for chunk in column.chunks]).to_numpy(zero_copy_only=False)
+    sums = flat.reshape(len(column), len(BUCKET_LABELS)).sum(axis=0)
+    return {label: kind(n) for label, n in zip(BUCKET_LABELS, sums)}
 
 
 def summary_counts(shards: pa.Table) -> dict:
@@ -63,21 +63,27 @@ def summary_counts(shards: pa.Table) -> dict:
             "videos": int(pc.sum(shards["videos"]).as_py() or 0),
             "clips": int(pc.sum(shards["clips"]).as_py() or 0),
             "shards": int(pc.sum(pc.greater(shards["videos"], 0).cast(pa.int64())).as_py() or 0),
-            "video_buckets": _bucket_totals(shards["video_buckets"]),
-            "clip_buckets": _bucket_totals(shards["clip_buckets"]),
+            "video_buckets": bucket_totals(shards["video_buckets"]),
+            "clip_buckets": bucket_totals(shards["clip_buckets"]),
         },
         "hours": round(float(pc.sum(shards["seconds"]).as_py() or 0.0) / 3600.0, 6),
         "visual_tokens_stage3": int(pc.sum(shards["visual_tokens"]).as_py() or 0),
     }
 
 
-def finalize(storage: Storage, config: CompactConfig | None = None) -> dict:
+def finalize(storage: Storage, config: CompactConfig | None = None, repair: bool = False) -> dict:
     """Bring the index up to date with the parts this run added, then (re)write ``dataset.json``.
 
     Costs what the run added: new parts are summarised (and compacted when a batch fills); the
-    counts come from the shard table. Returns ``dataset.json``'s content.
+    counts come from the shard table. ``repair`` (``longvid index``) also rebuilds missing parts
+    and drops shards gone from storage. Returns ``dataset.json``'s content.
     """
-    update_index(storage, config)
+    update_index(storage, config, repair=repair)
+    return write_dataset_json(storage)
+
+
+def write_dataset_json(storage: Storage) -> dict:
+    """(Re)write ``dataset.json`` from the shard table and the layers present; returns it."""
     shards = open_index(storage).shards
     old = json.loads(storage.read_bytes(DATASET_JSON)) if storage.exists(DATASET_JSON) else {}
     meta = {
