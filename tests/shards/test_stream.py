@@ -384,6 +384,18 @@ def test_resume_on_another_world_size_delivers_every_sample_once(corpus):
         assert len(expected) > 100 and ident(seen) == expected  # none lost, none twice
 
 
+def test_resume_across_groups_and_epochs_repeats_the_uninterrupted_order(corpus):
+    straight = [s["__key__"] for s in corpus_stream(corpus["root"], epochs=2)]
+    assert len(straight) == 2 * len(corpus["clips"]) and straight[:165] != straight[165:]
+    for k in (1, 29, 31, 164, 166, 300):  # inside a group, at group edges, across the epoch edge
+        first = corpus_stream(corpus["root"], epochs=2)
+        head = [s["__key__"] for s in consume(first, k)]
+        state = json.loads(json.dumps(first.state_dict()))
+        again = corpus_stream(corpus["root"], epochs=2)
+        again.load_state_dict(state)
+        assert head + [s["__key__"] for s in again] == straight, k
+
+
 def test_a_state_of_the_previous_order_version_is_refused(corpus):
     s = corpus_stream(corpus["root"])
     consume(s, 3)
