@@ -159,7 +159,9 @@ class ShardStream(IterableDataset):
         self.cursor: Cursor | None = None  # the global cursor just after this rank's last consumed draw
         for source in self.sources:
             if source.spec.weight > 0:  # the first group: validates filters and layers where it is cheap
+                source.prefetching = False
                 source.locate([0, 0, 0])
+                source.prefetching = True
 
     # -- building --------------------------------------------------------------------------
     def _start(self) -> Cursor:

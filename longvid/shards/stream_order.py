@@ -129,6 +129,7 @@ class SourcePlan:
         self._pool: tuple[int, ThreadPoolExecutor] | None = None
         self._lock = threading.Lock()
         self._layer_checked: set[tuple[str, str]] = set()
+        self.prefetching = True  # off while a stream opens: no thread runs before a dataloader forks
 
     def __len__(self) -> int:
         return self.planned
@@ -163,7 +164,8 @@ class SourcePlan:
             for reason, count in built.dropped.items():
                 self.dropped[reason] = self.dropped.get(reason, 0) + count
         self.rows_read += built.rows_read
-        self._start_prefetch(*self.next_group(epoch, group))
+        if self.prefetching:
+            self._start_prefetch(*self.next_group(epoch, group))
         return built
 
     def next_group(self, epoch: int, group: int) -> tuple[int, int]:

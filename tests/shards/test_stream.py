@@ -497,6 +497,17 @@ def test_opening_on_s3_costs_requests_that_do_not_grow_with_the_shards(tmp_path,
             counts[shards] = list(proxy.requests)
             local = corpus_stream(str(tmp_path / f"ds{shards}"), shard_group=2)
             assert first["__key__"] == next(iter(local))["__key__"]
+        # exactly once over 2 ranks x 2 workers, and a 2 -> 3 rank resume, on S3 as locally
+        remote_root, local_root = f"s3://{s3_bucket}/ds8", str(tmp_path / "ds8")
+        everything = sorted(s["__key__"] for s in corpus_stream(local_root))
+        ranks = [corpus_stream(remote_root, r, 2) for r in range(2)]
+        seen = [s["__key__"] for s in ranks[0].loader(num_workers=2)] + real_keys(consume(ranks[1], 7))
+        states = {"ranks": [s.state_dict() for s in ranks]}
+        for r in range(3):
+            resumed = corpus_stream(remote_root, r, 3)
+            resumed.load_state_dict(states)
+            seen += real_keys(resumed)
+        assert sorted(seen) == everything
     finally:
         proxy.server.shutdown()
     for shards, requests in counts.items():
