@@ -4,7 +4,10 @@ bare import; on the S3 test server (moto, behind a counting proxy) the requests 
 
     python bench/corpus_scale.py --clips 1000000 --shards 417
     python bench/corpus_scale.py --clips 10000000 --shards 4167 --s3-clips 100000 --s3-shards 300
-    python bench/corpus_scale.py --sizes 1000000:417,10000000:4167   # growth between sizes
+    python bench/corpus_scale.py --sizes 1000000:417,10000000:4167 --peer /work/main  # growth, ratio
+    python bench/corpus_scale.py --sizes 72000000:30000 --measures index,open,stats,finalize,ingest_start
+    python bench/corpus_scale.py --measures index,open,stats,finalize,ingest_start --sizes 0:0 \
+        --s3-sizes 24000:10,240000:100                              # S3 requests at two shard counts
 
 Measures: ``longvid index`` (compaction of a parts-only dataset), stream open + first 1,000
 samples (``ShardStream``, unit clip, decode off) with 1 and 4 dataloader workers, ``stats``,
@@ -33,7 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a child measuring the peer (--peer: another checkout, e.g. the main branch) imports its longvid
 sys.path.insert(0, os.environ.get("LONGVID_BENCH_REPO") or REPO)
 
-MEASURES = ["index", "stream1", "stream4", "stats", "finalize", "export", "ingest_start"]
+MEASURES = ["index", "open", "stream1", "stream4", "stats", "finalize", "export", "ingest_start"]
 PEER_MEASURES = ["stream1", "stats", "finalize", "ingest_start"]  # what the previous layout's code also has
 
 
@@ -87,6 +90,12 @@ def measure(name: str, dataset: str, out: str) -> dict:
         from longvid.cli import main
 
         return {"rc": main(["index", dataset])}
+    if name == "open":  # what the stream does per shard group: the shard table, then one group's rows
+        from longvid.shards import open_index
+
+        index = open_index(storage)
+        clips = index.read_clips(index.shard_names[:4], columns=["clip_id", "key", "start", "end"])
+        return {"group_clips": clips.num_rows}
     if name.startswith("stream"):
         return _stream(dataset, int(name[len("stream"):]), 1000)
     if name == "stats":
@@ -303,6 +312,20 @@ def _row(built: dict, r: dict) -> str:
     return f"{built['clip_rows']:>11,} {r['name']:>13} {r['wall_s']:>8.2f} s {r['peak_mb']:>7} MB{extra}"
 
 
+def print_growth(first: tuple[dict, list[dict]], last: tuple[dict, list[dict]]) -> None:
+    (b0, r0), (b1, r1) = first, last
+    print(f"growth {b0['clip_rows']:,} -> {b1['clip_rows']:,} clip rows, {b0['shards']:,} -> {b1['shards']:,} shards "
+          f"(x{b1['clip_rows'] / b0['clip_rows']:.1f}):")
+    for a, b in zip(r0, r1):
+        if "error" in a or "error" in b or a["name"] != b["name"]:
+            continue
+        line = (f"  {a['name']:>20}: time x{b['wall_s'] / max(a['wall_s'], 1e-3):.2f}, "
+                f"peak RSS x{max(b['peak_mb'], 1) / max(a['peak_mb'], 1):.2f}")
+        if "requests" in a:
+            line += f", requests {sum(a['requests'].values())} -> {sum(b['requests'].values())}"
+        print(line)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=1_000_000, help="clip rows of the local dataset")
@@ -311,6 +334,7 @@ def main(argv=None) -> int:
     parser.add_argument("--clips-per-video", type=int, default=60, help="15 s clips of a 15 min video")
     parser.add_argument("--s3-clips", type=int, default=0, help="clip rows of the S3 run (0: no S3 run)")
     parser.add_argument("--s3-shards", type=int, default=100)
+    parser.add_argument("--s3-sizes", default="", help="CLIPS:SHARDS,... several S3 sizes (request growth)")
     parser.add_argument("--measures", default=",".join(MEASURES), help=f"subset of {','.join(MEASURES)}")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "out", "corpus_scale"))
@@ -325,18 +349,18 @@ def main(argv=None) -> int:
         return 0
     args.measures = [m for m in args.measures.split(",") if m]
     sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",") if s] or [(args.clips, args.shards)]
+    sizes = [size for size in sizes if size[1] > 0]  # 0:0 = no local run
     print(f"{'clip rows':>11} {'measure':>13} {'wall':>10} {'peak RSS over import':>10}")
     runs = [run_size(clips, shards, args) for clips, shards in sizes]
+    s3_sizes = [tuple(int(x) for x in s.split(":")) for s in args.s3_sizes.split(",") if s]
     if args.s3_clips:
-        runs.append(run_size(args.s3_clips, args.s3_shards, args, s3=True))
+        s3_sizes.append((args.s3_clips, args.s3_shards))
+    for clips, shards in s3_sizes:
+        runs.append(run_size(clips, shards, args, s3=True))
     if len(sizes) > 1:
-        (b0, r0), (b1, r1) = runs[0], runs[len(sizes) - 1]
-        print(f"growth {b0['clip_rows']:,} -> {b1['clip_rows']:,} clip rows "
-              f"(x{b1['clip_rows'] / b0['clip_rows']:.1f}):")
-        for a, b in zip(r0, r1):
-            if "error" not in a and "error" not in b and a["name"] == b["name"]:
-                print(f"  {a['name']:>13}: time x{b['wall_s'] / max(a['wall_s'], 1e-3):.2f}, "
-                      f"peak RSS x{max(b['peak_mb'], 1) / max(a['peak_mb'], 1):.2f}")
+        print_growth(runs[0], runs[len(sizes) - 1])
+    if len(s3_sizes) > 1:
+        print_growth(runs[len(sizes)], runs[-1])
     if args.json:
         with open(args.json, "w") as f:
             json.dump([{"built": b, "results": r} for b, r in runs], f, indent=2)

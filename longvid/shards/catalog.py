@@ -31,7 +31,6 @@ Never builds a Python object per index row; dataset-wide work stays in Arrow.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os

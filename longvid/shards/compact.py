@@ -102,6 +102,26 @@ def _clean(storage: Storage, table: pa.Table, report: IndexReport, legacy: bool)
             report.cleaned.append(path)
 
 
+def _repair(storage: Storage, table: pa.Table, parts: set[str], report: IndexReport,
+            config: CompactConfig) -> tuple[pa.Table, set[str]]:
+    """Rebuild the parts of shards that have neither a part nor compacted rows (from the tar), and
+    drop shards whose tar is gone: their parts, their table rows, their rows in compacted files."""
+    tars = set(committed_shards(storage))
+    compacted = set(table.filter(pc.invert(pc.starts_with(table["videos_file"], PARTS_DIR + "/")))["shard"].to_pylist())
+    for shard in sorted(tars - parts - compacted):
+        rebuild_index_part(storage, shard)
+        report.repaired.append(shard)
+    parts = parts | set(report.repaired)
+    gone = sorted((set(table["shard"].to_pylist()) | parts) - tars)
+    for shard in gone:
+        for path in part_paths(shard):
+            storage.delete(path)
+    report.dropped = gone
+    if gone:
+        table = _rewrite_without(storage, table, gone, config)
+    return table, parts - set(gone)
+
+
 def update_index(storage: Storage, config: CompactConfig | None = None, repair: bool = False,
                  before_table_write: Callable[[], None] | None = None) -> IndexReport:
     """Bring the shard table and compacted files up to date with the parts.
@@ -119,19 +139,7 @@ def update_index(storage: Storage, config: CompactConfig | None = None, repair: 
 
     parts = set(_part_shards(storage))
     if repair:
-        tars = set(committed_shards(storage))
-        for shard in sorted(tars - parts):
-            rebuild_index_part(storage, shard)
-            report.repaired.append(shard)
-        parts |= set(report.repaired)
-        gone = sorted((set(table["shard"].to_pylist()) | parts) - tars)
-        for shard in gone:
-            for path in part_paths(shard):
-                storage.delete(path)
-        parts -= set(gone)
-        report.dropped = gone
-        if gone:
-            table = _rewrite_without(storage, table, gone, config)
+        table, parts = _repair(storage, table, parts, report, config)
 
     # shards waiting for a batch: new parts and table rows still pointing at their part
     in_table = set(table["shard"].to_pylist())

@@ -9,7 +9,6 @@ caller asks for.
 from __future__ import annotations
 
 import html
-import io
 import json
 import os
 
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .catalog import DatasetIndex, open_index
+from .catalog import DatasetIndex, arrow_filesystem, open_index
 from .dataset import bucket_totals, list_layers, read_dataset_json, summary_counts
 from .layers import layer_dir, layer_parts, read_layer_meta
 from .sampling import BUCKET_LABELS
@@ -51,8 +50,9 @@ def layer_stats(storage: Storage, layer: str, version: str) -> dict:
     """Row counts of one layer version and what its ``layer.json`` says produced it."""
     rows = video_rows = videos = 0
     parts = layer_parts(storage, layer, version)
-    for part in parts:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(part)), columns=["key", "clip_id"])
+    fs, base = arrow_filesystem(storage)
+    for part in parts:  # two columns' chunks only (the values are most of a layer's bytes)
+        table = pq.read_table(f"{base}/{part}", filesystem=fs, columns=["key", "clip_id"])
         rows += table.num_rows
         video_rows += table["clip_id"].null_count
         videos += pc.count_distinct(table["key"]).as_py()  # a video's rows live in one part

@@ -220,3 +220,22 @@ def test_opening_on_s3_reads_the_shard_table_in_one_request(s3_bucket):
     clips = index.read_clips(["videos/shard-000004.tar", "videos/shard-000010.tar"], columns=["key", "start"])
     assert clips.num_rows == 2 * 2 * 3 and len(requests) == 1  # rows come through pyarrow's own S3 client
     assert index.clips_dataset().count_rows() == 12 * 2 * 3
+
+
+def test_repair_drops_a_vanished_shard_and_rewrites_only_its_batch(tmp_path):
+    root = str(tmp_path / "ds")
+    storage = synthetic(root, range(9))
+    update_index(storage, SMALL)
+    before = files_under(root)
+    os.remove(os.path.join(root, "videos/shard-000005.tar"))
+    report = update_index(storage, SMALL, repair=True)
+    assert report.dropped == ["videos/shard-000005.tar"] and report.repaired == []
+    index = open_index(storage)
+    assert "videos/shard-000005.tar" not in index.shard_names and index.shards.num_rows == 8
+    after = files_under(root)
+    kept = [name for name in before if name in after]
+    assert len(kept) == 2 and all(after[name] == before[name] for name in kept)  # the other batch untouched
+    videos, clips = index.read_all()
+    want_videos, want_clips = recount(storage)  # the dropped shard's parts are gone too
+    assert videos.equals(want_videos) and clips.equals(want_clips)
+    assert index.videos_dataset().count_rows() == videos.num_rows  # no stale rows left in any file
