@@ -173,6 +173,20 @@ def test_token_budget_batches_group_lengths_and_resume(dataset):
     assert head + [[s["__key__"] for s in b] for b in again] == straight
 
 
+def test_token_budget_batches_per_buffer_give_every_rank_the_same_batch_count(corpus, dataset):
+    counts, seen = [], []
+    for rank in range(3):  # uneven lengths per rank, equal sample counts (even_ranks="pad")
+        s = stream(dataset["root"], rank=rank, world_size=3, unit="clip", stage="stage3", decode=False, epochs=1)
+        batches = list(TokenBudgetBatcher(s, budget=3000, buffer_size=8, seed=2, batches_per_buffer=3))
+        counts.append(len(batches))
+        seen += [x["__key__"] for b in batches for x in b if not x.get("padding")]
+        assert all(b for b in batches)
+    assert sorted(seen) == sorted(c["clip_id"] for c in dataset["clips"])
+    items = -(-len(dataset["clips"]) // 3)  # per rank
+    expected = 3 * (items // 8) + min(3, items % 8)  # 3 per full buffer of 8, then the rest
+    assert counts == [expected] * 3, (counts, items)
+
+
 # -- 4. frames -----------------------------------------------------------------------------------
 def test_frames_equal_a_full_decode_at_the_stored_plan(dataset):
     root = dataset["root"]
