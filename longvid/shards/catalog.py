@@ -37,6 +37,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -63,6 +64,7 @@ SHARD_TABLE_SCHEMA = pa.schema(
         ("videos", pa.int64()),
         ("ok_videos", pa.int64()),
         ("clips", pa.int64()),
+        ("ok_clips", pa.int64()),  # clips of ok videos: the clip samples a stream can deliver
         ("seconds", pa.float64()),
         ("clip_seconds", pa.float64()),
         ("visual_tokens", pa.int64()),
@@ -182,19 +184,22 @@ def summarise_shard(shard: str, videos: pa.Table, clips: pa.Table, shard_bytes: 
                     videos_file: str, clips_file: str) -> dict:
     """The shard-table row of one shard from its video and clip rows (Arrow aggregates only)."""
     ok = videos.filter(pc.equal(videos["status"], "ok"))
+    ok_clips = clips.filter(pc.is_in(clips["key"], value_set=ok["key"].combine_chunks()))
     keys = videos["key"]
-    video_counts, video_seconds = _per_bucket(videos.select(["bucket", "duration"]))
-    clip_counts, clip_seconds = _per_bucket(clips.select(["bucket", "duration"]))
+    # per-bucket figures count samples a reader can deliver: ok videos and their clips
+    video_counts, video_seconds = _per_bucket(ok.select(["bucket", "duration"]))
+    clip_counts, clip_seconds = _per_bucket(ok_clips.select(["bucket", "duration"]))
     return {
         "shard": shard,
         "bytes": int(shard_bytes),
         "videos": videos.num_rows,
         "ok_videos": ok.num_rows,
         "clips": clips.num_rows,
+        "ok_clips": ok_clips.num_rows,
         "seconds": _sum(ok["duration"], float),
-        "clip_seconds": _sum(clips["duration"], float),
+        "clip_seconds": _sum(ok_clips["duration"], float),
         "visual_tokens": _sum(ok["visual_tokens"]),
-        "clip_visual_tokens": _sum(clips["visual_tokens"]),
+        "clip_visual_tokens": _sum(ok_clips["visual_tokens"]),
         "video_buckets": video_counts,
         "clip_buckets": clip_counts,
         "video_bucket_seconds": video_seconds,
@@ -291,6 +296,24 @@ class DatasetIndex:
     def read_clips(self, shards, columns: list[str] | None = None, filter: pc.Expression | None = None) -> pa.Table:
         """Clip rows of ``shards``, sorted by (shard, key, start)."""
         return self._read("clips", shards, columns, filter, CLIP_SCHEMA, CLIP_ORDER)
+
+    def sample_counts(self, unit: str, buckets: list[str] | None = None) -> np.ndarray:
+        """Samples per shard (table order) of ``unit`` ("video" | "clip": ok videos, clips of ok
+        videos) whose duration bucket is in ``buckets`` (labels; None or empty: all), from the
+        shard table alone."""
+        if unit not in ("video", "clip"):
+            raise ValueError(f"unit must be video or clip, got {unit!r}")
+        column = self.shards["video_buckets" if unit == "video" else "clip_buckets"]
+        if len(column) == 0:
+            return np.zeros(0, dtype=np.int64)
+        flat = pa.concat_arrays([chunk.flatten() for chunk in column.chunks]).to_numpy(zero_copy_only=False)
+        matrix = flat.reshape(len(column), len(BUCKET_LABELS))
+        if buckets:
+            unknown = sorted(set(buckets) - set(BUCKET_LABELS))
+            if unknown:
+                raise ValueError(f"unknown duration bucket(s) {unknown}; known: {list(BUCKET_LABELS)}")
+            matrix = matrix[:, [BUCKET_LABELS.index(label) for label in buckets]]
+        return matrix.sum(axis=1).astype(np.int64)
 
     def read_all(self) -> tuple[pa.Table, pa.Table]:
         """Every video and clip row: for small datasets and tests only (O(rows) memory)."""

@@ -239,3 +239,26 @@ def test_repair_drops_a_vanished_shard_and_rewrites_only_its_batch(tmp_path):
     want_videos, want_clips = recount(storage)  # the dropped shard's parts are gone too
     assert videos.equals(want_videos) and clips.equals(want_clips)
     assert index.videos_dataset().count_rows() == videos.num_rows  # no stale rows left in any file
+
+
+def test_sample_counts_per_shard_equal_the_rows_a_stream_would_deliver(tmp_path):
+    storage = synthetic(str(tmp_path / "ds"), range(5))
+    vpath = part_paths("videos/shard-000002.tar")[0]
+    part = pq.read_table(io.BytesIO(storage.read_bytes(vpath)))
+    status = pa.array(["failed"] + ["ok"] * (part.num_rows - 1))  # a video the index holds but no stream serves
+    buf = io.BytesIO()
+    pq.write_table(part.set_column(part.schema.get_field_index("status"), "status", status), buf)
+    storage.write_bytes(vpath, buf.getvalue())
+    update_index(storage, SMALL)
+    index = open_index(storage)
+    videos, clips = recount(storage)
+    ok = videos.filter(pc.equal(videos["status"], "ok"))
+    ok_clips = clips.filter(pc.is_in(clips["key"], value_set=ok["key"]))
+    assert pc.sum(index.shards["ok_clips"]).as_py() == ok_clips.num_rows < clips.num_rows
+    for unit, rows in (("video", ok), ("clip", ok_clips)):
+        for buckets in ([], ["10-30min", "30-60min"], ["0-30s"]):
+            kept = rows.filter(pc.is_in(rows["bucket"], pa.array(buckets or list(BUCKET_LABELS))))
+            per_shard = [kept.filter(pc.equal(kept["shard"], s)).num_rows for s in index.shard_names]
+            assert index.sample_counts(unit, buckets).tolist() == per_shard
+    with pytest.raises(ValueError, match="unknown duration bucket"):
+        index.sample_counts("clip", ["forever"])
