@@ -92,7 +92,7 @@ def _read_if_exists(storage: Storage, path: str) -> bytes | None:
 def planned_counts(shards: pa.Table, unit: str, buckets: list[str]) -> np.ndarray:
     """Units per shard from the shard table (before per-unit filters): what planning may rely on."""
     if not buckets:
-        return shards["ok_videos" if unit == "video" else "clips"].to_numpy(zero_copy_only=False).astype(np.int64)
+        return shards["ok_videos" if unit == "video" else "ok_clips"].to_numpy(zero_copy_only=False).astype(np.int64)
     column = shards["video_buckets" if unit == "video" else "clip_buckets"]
     wanted = [BUCKET_LABELS.index(b) for b in buckets]
     flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).reshape(len(shards), len(BUCKET_LABELS))
