@@ -142,11 +142,18 @@ def _prune(root: str, keep: int, newest: str) -> None:
             shutil.rmtree(os.path.join(root, old), ignore_errors=True)
 
 
-def load_trainer_state(path: str, rank: int) -> tuple[dict, dict]:
+def load_trainer_state(path: str, rank: int, world_size: int) -> tuple[dict, dict]:
+    """The trainer state and this rank's data state. Written by another world size, the data state is
+    every old rank's (all taken at the same step): ``{"ranks": [...]}``, which a ShardStream turns into
+    this rank's share of what no old rank consumed (a source without that support refuses it)."""
     state = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
-    with open(os.path.join(path, f"data-rank{rank}.json"), encoding="utf-8") as f:
-        data_state = json.load(f)
-    return state, data_state
+    old_world = int(state["world_size"])
+    ranks = [rank] if old_world == world_size else list(range(old_world))
+    data_states = []
+    for r in ranks:
+        with open(os.path.join(path, f"data-rank{r}.json"), encoding="utf-8") as f:
+            data_states.append(json.load(f))
+    return state, (data_states[0] if old_world == world_size else {"ranks": data_states})
 
 
 # ---- the loop --------------------------------------------------------------------------------
@@ -159,9 +166,7 @@ def train(config: TrainConfig, strategy=None, stop_after: int | None = None) -> 
     resume = latest_checkpoint(config.output_dir) if config.resume else None
     resume_state = resume_data = None
     if resume:
-        resume_state, resume_data = load_trainer_state(resume, strategy.rank)
-        if resume_state["world_size"] != strategy.world_size:
-            raise ValueError(f"{resume} was written by {resume_state['world_size']} workers, not {strategy.world_size}")
+        resume_state, resume_data = load_trainer_state(resume, strategy.rank, strategy.world_size)
         model = VideoLLM.from_pretrained(os.path.join(resume, "model"))
         summary.resumed_from = resume
     else:

@@ -529,3 +529,24 @@ def test_opening_on_s3_costs_requests_that_do_not_grow_with_the_shards(tmp_path,
         assert not any("/videos/" in path for _, path in requests), requests  # no media, no listing
         assert not any(method == "GET" and path.rstrip("/").endswith(s3_bucket) for method, path in requests)
     assert 0 < len(counts[32]) <= len(counts[8]) + 2, counts  # the shard table and two groups, at any size
+
+
+def test_a_trainer_checkpoint_of_two_ranks_resumes_on_three(corpus, tmp_path):
+    # the trainer's own checkpoint files (data-rank{r}.json + the state file) carry the world-size change
+    import torch
+
+    from longvid.model.trainer import STATE_FILE, load_trainer_state
+
+    root = corpus["root"]
+    first = [corpus_stream(root, r, 2) for r in range(2)]
+    seen = consume(first[0], 11) + consume(first[1], 11)
+    torch.save({"world_size": 2, "step": 11}, tmp_path / STATE_FILE)
+    for r, s in enumerate(first):
+        (tmp_path / f"data-rank{r}.json").write_text(json.dumps(s.state_dict()))
+    for r in range(3):
+        state, data = load_trainer_state(str(tmp_path), r, 3)
+        assert state["world_size"] == 2 and sorted(s["rank"] for s in data["ranks"]) == [0, 1]
+        resumed = corpus_stream(root, r, 3)
+        resumed.load_state_dict(data)
+        seen += list(resumed)
+    assert sorted(real_keys(seen)) == sorted(corpus["clips"])
