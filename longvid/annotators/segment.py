@@ -163,7 +163,11 @@ class Segment(Stage):
         self.config = config or SegmentConfig()
 
     def process(self, item: dict) -> dict:
-        result = segment_video(item["media"], item["probe"], item["video_id"], self.config)
+        return self.store(item, segment_video(item["media"], item["probe"], item["video_id"], self.config))
+
+    @staticmethod
+    def store(item: dict, result: dict) -> dict:
+        """Put a segment result into the item (shared with the pipeline's windowed variant)."""
         item["probe"]["num_frames"] = result["num_frames"]  # decoded count is the truth
         item["shots"] = result["shots"]
         item["transitions"] = result["transitions"]
