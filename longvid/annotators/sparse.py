@@ -20,7 +20,7 @@ from av.video.reformatter import VideoReformatter
 from .decode import DecodeConfig, open_video
 from .fastcut import FastCutDetector
 from .keyframes import FrameDistance
-from .shot_features import compute_features, cut_distance
+from .shot_features import colour_distance, compute_features, cut_distance
 
 
 @dataclass
@@ -28,6 +28,9 @@ class SparseConfig:
     skip_nonref: bool = True  # on streams with B-frames, decode reference frames only (a third of x264 veryfast's frames go)
     skip_loop_filter: bool = True  # in the coarse pass: deblocking is ~30% of decode and barely changes a 48x27 thumbnail
     refine: bool = True  # decode each cut's gap densely to place it on its exact frame (off: the first decoded frame after it)
+    # a cut found across a gap must hold this multiple of the gap's next-largest frame-to-frame change: a cut
+    # happens in one frame, motion (a fast pan seen at half the frame rate) spreads over all of them
+    cut_concentration: float = 2.0
 
 
 class SparseCutDetector(FastCutDetector):
@@ -114,35 +117,66 @@ def scan(source, decode: DecodeConfig, sparse: SparseConfig, detector: FastCutDe
     result.distances = distance.distances
     result.end = int(frames[-1]) + 1 if frames else start
     boundaries = detector.finish()
-    result.transitions = _place(source, decode, sparse, result, boundaries, detector.transitions)
+    result.transitions = _place(source, decode, sparse, result, boundaries, detector.transitions, detector.config)
     return result
 
 
 def _place(source, decode: DecodeConfig, sparse: SparseConfig, result: Scan, boundaries: list[int],
-           transitions: list[dict]) -> list[dict]:
+           transitions: list[dict], detector_config) -> list[dict]:
     """Detector output (positions in the decoded sequence) → frame numbers; cuts refined exactly."""
     frames, out = result.frames, []
     n = len(frames)
     gaps = [(int(frames[b - 1]), int(frames[b])) for b, t in zip(boundaries, transitions)
             if t["kind"] == "cut" and 0 < b < n and frames[b] - frames[b - 1] > 1]
-    exact = refine_cuts(source, decode, gaps, result) if sparse.refine and gaps else {}
+    c = detector_config
+    exact = (refine_cuts(source, decode, gaps, result, sparse.cut_concentration, c.cut_threshold, c.gradual_threshold,
+                         c.dark_level) if sparse.refine and gaps else {})
     for b, t in zip(boundaries, transitions):
         if not 0 < b < n:
             continue
         if t["kind"] == "cut":
-            frame = exact.get((int(frames[b - 1]), int(frames[b])), int(frames[b]))
-            out.append({"frame": frame, "start_frame": frame, "end_frame": frame, "kind": "cut"})
+            gap = (int(frames[b - 1]), int(frames[b]))
+            kind, frame = exact.get(gap, ("cut", gap[1]))
+            if kind == "cut":
+                out.append({"frame": frame, "start_frame": frame, "end_frame": frame, "kind": "cut"})
+            elif kind != "motion":  # a short fade or dissolve inside the gap; motion is no transition
+                out.append({"frame": (gap[0] + gap[1] + 1) // 2, "start_frame": gap[0] + 1, "end_frame": gap[1],
+                            "kind": kind})
         else:
             stop = int(frames[t["end_frame"]]) if t["end_frame"] < n else result.end
             out.append({"frame": int(frames[b]), "start_frame": int(frames[min(t["start_frame"], n - 1)]),
                         "end_frame": stop, "kind": t["kind"]})
+    return merge_gradual(out, c.min_shot_frames)
+
+
+def merge_gradual(events: list[dict], min_gap: int) -> list[dict]:
+    """Join a gradual transition with a neighbour closer than 3 x ``min_gap`` frames: a fade through black
+    seen at half the frame rate is a cut-like step down and another up, found as two (the dense detector
+    joins them by growing spans over the dark frames, which the coarse series no longer holds)."""
+    out: list[dict] = []
+    for e in sorted(events, key=lambda e: e["frame"]):
+        last = out[-1] if out else None
+        if last and "cut" in (last["kind"], e["kind"]) and last["kind"] == e["kind"]:
+            out.append(e)
+        elif last and e["start_frame"] - last["end_frame"] < 3 * min_gap:
+            start, end = min(last["start_frame"], e["start_frame"]), max(last["end_frame"], e["end_frame"])
+            kind = "fade" if "fade" in (last["kind"], e["kind"]) else "dissolve"
+            out[-1] = {"frame": (start + end) // 2, "start_frame": start, "end_frame": end, "kind": kind}
+        else:
+            out.append(e)
     return out
 
 
-def refine_cuts(source, decode: DecodeConfig, gaps: list[tuple[int, int]], result: Scan) -> dict:
-    """For each ``(a, b)``: the frame in ``(a, b]`` where the cut is (largest cut distance to the frame
-    before), from a dense decode of ``[a, b]`` only: a seek to the keyframe before ``a``, reference
-    frames up to there, every frame inside. Full quality (deblocked), as a dense pass would see them."""
+def refine_cuts(source, decode: DecodeConfig, gaps: list[tuple[int, int]], result: Scan,
+                concentration: float = 2.0, threshold: float = 0.15, gradual_threshold: float = 0.20,
+                dark_level: float = 0.08) -> dict:
+    """For each ``(a, b)``: ``("cut", frame)`` with the frame in ``(a, b]`` that holds the change (the
+    largest cut distance to the frame before, at least ``threshold`` and ``concentration`` x the next
+    largest); when the change is spread over the gap, ``("fade" | "dissolve", None)`` if the colours
+    changed by ``gradual_threshold`` (a fast gradual transition), else ``("motion", None)`` (a fast
+    pan seen at half the frame rate looks like a cut). From a dense decode of ``[a, b]``
+    only: a seek to the keyframe before ``a``, reference frames up to there, every frame inside, at
+    full quality (deblocked), as a dense pass would see them."""
     found = {}
     scaler = VideoReformatter()
     with open_video(source, decode.hwaccel) as container:
@@ -174,5 +208,12 @@ def refine_cuts(source, decode: DecodeConfig, gaps: list[tuple[int, int]], resul
             if len(got) >= 2 and got[0] == a and got[-1] == b:
                 features = compute_features(np.stack([thumbs[i] for i in got]))
                 d = cut_distance(features.take(slice(0, len(got) - 1)), features.take(slice(1, len(got))))
-                found[(a, b)] = got[1 + int(np.argmax(d))]
+                best = int(np.argmax(d))
+                runner_up = float(np.sort(d)[-2]) if len(d) > 1 else 0.0
+                if d[best] >= threshold and d[best] >= concentration * runner_up:
+                    found[(a, b)] = ("cut", got[1 + best])
+                elif float(colour_distance(features.take([0]), features.take([len(got) - 1]))[0]) >= gradual_threshold:
+                    found[(a, b)] = ("fade" if features.brightness.min() < dark_level else "dissolve", None)
+                else:
+                    found[(a, b)] = ("motion", None)
     return found
