@@ -6,6 +6,8 @@ Generates H.264 videos (or takes --videos), then measures
 and prints video-seconds per wall-second for both and their ratio.
 
     python bench/ingest.py --count 8 --seconds 60 --width 640 --height 360
+    python bench/ingest.py --count 4 --seconds 30 --also bench/out/segmentation/long-9100-1200s-640x360-veryfast.mp4 \
+        --detector sparse        # one 20-minute video (split into parallel windows) plus four short ones
 """
 
 from __future__ import annotations
@@ -60,15 +62,20 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--videos", nargs="*", help="use these files instead of generated ones")
+    ap.add_argument("--also", nargs="*", default=[], help="add these files to the generated (or given) ones")
+    ap.add_argument("--detector", default=None, help="segment.detector (default: the engine's)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="longvid-bench-")
     try:
         paths = args.videos or make_videos(work, args.count, args.seconds, args.width, args.height, args.fps)
+        paths = list(paths) + list(args.also)
         video_s, decode_wall = decode_only(paths)
         manifest = write_manifest(os.path.join(work, "m.jsonl"), paths)
         config = IngestConfig(ray=RayConfig(progress_bars=False))
+        if args.detector:
+            config.segment.detector = args.detector
         summary = run_ingest(manifest, os.path.join(work, "ds"), config, log_stream=open(os.devnull, "w"))
         ingest_rate = summary.video_seconds / summary.wall_s
         decode_rate = video_s / decode_wall
@@ -78,7 +85,7 @@ def main() -> int:
             "ingest_video_s_per_s": round(ingest_rate, 1),
             "ingest_wall_s": round(summary.wall_s, 1),
             "ratio_ingest_to_decode": round(ingest_rate / decode_rate, 3),
-            "written": summary.written, "failed": summary.failed, "clips": summary.clips,
+            "detector": config.segment.detector, "written": summary.written, "failed": summary.failed, "clips": summary.clips,
         }
         print(f"files {len(paths)}, {video_s:.0f} s of video, {os.cpu_count()} cores")
         print(f"PyAV decode-only : {decode_rate:8.1f} video-s/s  ({decode_wall:.1f} s)")

@@ -3,6 +3,8 @@ and against PyAV decode-only of the same files (the physical floor), in one run.
 
     python bench/segmentation.py            # 4 generated 640x360 videos x 40 s, + the real clip if present
     python bench/segmentation.py --small    # 2 videos x 20 s, real clip cut to 1500 frames (a few minutes on 2 cores)
+    python bench/segmentation.py --long 1200 --long-preset veryfast   # speed on one 20-minute 640x360 video
+                                            # (B-frames; ultrafast: none), generated once into bench/out
 
 A cut counts if found within ±2 frames; a gradual transition if found anywhere inside it (±2).
 Never writes outside its cache folder; generated videos are reused between runs.
@@ -21,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from longvid.annotators.decode import DecodeConfig, decode_only, iter_thumbnails  # noqa: E402
 from longvid.annotators.segment import SegmentConfig, build_detector, thumbnail_config  # noqa: E402
 from longvid.annotators.keyframes import FrameDistance  # noqa: E402
+from longvid.annotators.sparse import scan  # noqa: E402
 from longvid.synthetic import random_script, write_scripted_video  # noqa: E402
 
 TOLERANCE = 2
@@ -65,6 +68,11 @@ def match(predicted: list[int], transitions: list[dict]) -> tuple[int, int, int]
     return tp, len(predicted) - len(used), len(transitions) - tp
 
 
+def match_cuts(transitions: list[dict]) -> tuple[int, int, int]:
+    """:func:`match` of the last run's boundaries it called hard cuts against the true hard cuts."""
+    return match(LAST["cuts"], [t for t in transitions if t["kind"] == "cut"])
+
+
 def run_ours(path: str, name: str, max_frames: int | None, decode: DecodeConfig) -> tuple[list[int], int, float]:
     """Decode once, feed the detector and the keyframe distance (what the segment stage does)."""
     segment = SegmentConfig(detector=name, decode=decode)
@@ -78,7 +86,23 @@ def run_ours(path: str, name: str, max_frames: int | None, decode: DecodeConfig)
         if max_frames and n >= max_frames:
             break
     boundaries = detector.finish()
-    return boundaries, n, time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    LAST.update(decoded=n, cuts=[b for b, t in zip(boundaries, detector.transitions) if t["kind"] == "cut"])
+    return boundaries, n, elapsed
+
+
+def run_sparse(path: str, max_frames: int | None) -> tuple[list[int], int, float]:
+    """The ``sparse`` detector as the segment stage runs it (it decodes for itself); frames = the
+    video's frames it covered, with the count it decoded in DECODED[path]."""
+    segment = SegmentConfig(detector="sparse")
+    started = time.perf_counter()
+    result = scan(path, thumbnail_config(segment), segment.sparse, build_detector(segment), end=max_frames)
+    elapsed = time.perf_counter() - started
+    LAST.update(decoded=result.decoded, cuts=[t["frame"] for t in result.transitions if t["kind"] == "cut"])
+    return [t["frame"] for t in result.transitions], result.end, elapsed
+
+
+LAST: dict = {"decoded": 0, "cuts": []}  # of the last run: frames decoded, boundaries it called hard cuts
 
 
 def run_decode(path: str, max_frames: int | None) -> tuple[list[int], int, float]:
@@ -96,6 +120,7 @@ def run_decode(path: str, max_frames: int | None) -> tuple[list[int], int, float
                     break
     else:
         n = decode_only(path)
+    LAST.update(decoded=n, cuts=[])
     return [], n, time.perf_counter() - started
 
 
@@ -109,13 +134,15 @@ def run_scenedetect(path: str, kind: str, max_frames: int | None) -> tuple[list[
     manager.detect_scenes(video, end_time=max_frames if max_frames else None, show_progress=False)
     scenes = manager.get_scene_list()
     n = video.frame_number
-    return [s[0].frame_num for s in scenes[1:]], n, time.perf_counter() - started
+    LAST.update(decoded=n, cuts=[s[0].frame_num for s in scenes[1:]])  # it finds cuts only
+    return LAST["cuts"], n, time.perf_counter() - started
 
 
 METHODS = {
     "decode-only (PyAV)": lambda p, m: run_decode(p, m),
     "fast (ours)": lambda p, m: run_ours(p, "fast", m, DecodeConfig()),
     "fast, skip deblock (ours)": lambda p, m: run_ours(p, "fast", m, DecodeConfig(skip_loop_filter=True)),
+    "sparse (ours)": run_sparse,
     "contentdiff (old baseline)": lambda p, m: run_ours(p, "contentdiff", m, DecodeConfig()),
     "PySceneDetect Content": lambda p, m: run_scenedetect(p, "content", m),
     "PySceneDetect Adaptive": lambda p, m: run_scenedetect(p, "adaptive", m),
@@ -123,6 +150,52 @@ METHODS = {
     "hybrid (ours)": lambda p, m: run_ours(p, "hybrid", m, DecodeConfig()),
 }
 NEURAL = {"TransNetV2 (ours, streamed)", "hybrid (ours)"}
+
+
+TIMED = ("decode-only (PyAV)", "fast (ours)", "fast, skip deblock (ours)", "sparse (ours)")  # best of --repeats
+
+
+def f1(tp: int, fp: int, fn: int) -> float:
+    return 2 * tp / max(1, 2 * tp + fp + fn)
+
+
+def long_video(cache: str, seconds: float, preset: str, width: int, height: int) -> dict:
+    """One long generated video (seed 9100) with its truth, encoded once with libx264 ``preset``."""
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, f"long-9100-{int(seconds)}s-{width}x{height}-{preset}.mp4")
+    meta = path + ".json"
+    if not os.path.exists(meta):
+        shots, transitions = random_script(9100, seconds)
+        truth = write_scripted_video(path, shots, transitions, width=width, height=height, preset=preset)
+        with open(meta, "w") as f:
+            json.dump({"path": path, "num_frames": truth.num_frames, "transitions": truth.transitions}, f)
+    with open(meta) as f:
+        return json.load(f)
+
+
+def run_long(args) -> int:
+    """Speed of fast and sparse against decode-only on one long video, in the same run."""
+    width, height = (int(x) for x in args.size.split("x"))
+    item = long_video(args.cache, args.long, args.long_preset, width, height)
+    rows = {}
+    for name in ("decode-only (PyAV)", "fast (ours)", "sparse (ours)"):
+        boundaries, frames, elapsed = METHODS[name](item["path"], None)
+        rows[name] = (boundaries, frames, elapsed, LAST["decoded"],
+                      f1(*match_cuts(item["transitions"])))
+        print(f"  {name}: {elapsed:.1f} s", file=sys.stderr)
+    floor_s = rows["decode-only (PyAV)"][2]
+    print(f"\nlong video: {item['path']} ({item['num_frames']} frames, {args.long / 60:.0f} min at {args.size}, "
+          f"x264 {args.long_preset}, {len(item['transitions'])} transitions)")
+    print("| method | F1 | F1 hard cuts | frames decoded | seconds | x decode |")
+    print("|---|---|---|---|---|---|")
+    for name, (boundaries, frames, elapsed, decoded, cut_f1) in rows.items():
+        if name == "decode-only (PyAV)":
+            print(f"| {name} | | | {decoded} | {elapsed:.1f} | 1.00 |")
+            continue
+        print(f"| {name} | {f1(*match(boundaries, item['transitions'])):.3f} | "
+              f"{cut_f1:.3f} | {decoded} | {elapsed:.1f} | "
+              f"{floor_s / elapsed:.2f} |")
+    return 0
 
 
 def main() -> int:
@@ -137,30 +210,46 @@ def main() -> int:
     parser.add_argument("--no-neural", action="store_true", help="skip TransNetV2 and the hybrid (slow on CPU)")
     parser.add_argument("--no-hybrid", action="store_true", help="skip the hybrid only (slower than TransNetV2 "
                         "itself on CPU when many candidates are ambiguous)")
-    parser.add_argument("--repeats", type=int, default=2, help="timing runs of the decode floor and the fast detector (min taken)")
+    parser.add_argument("--no-peers", action="store_true", help="skip PySceneDetect and contentdiff")
+    parser.add_argument("--repeats", type=int, default=2, help="timing runs of the decode floor and our fast "
+                        "detectors (min taken)")
+    parser.add_argument("--long", type=float, default=None, metavar="SECONDS",
+                        help="instead: speed on one generated video this long (cached under bench/out/segmentation)")
+    parser.add_argument("--long-preset", default="veryfast", help="libx264 preset of the long video "
+                        "(veryfast: B-frames; ultrafast: none)")
     args = parser.parse_args()
+    if args.long:
+        if args.cache == os.path.expanduser("~/.cache/longvid-bench"):
+            args.cache = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "segmentation")
+        return run_long(args)
     videos = args.videos or (2 if args.small else 4)
     seconds = args.seconds or (20.0 if args.small else 40.0)
     real_frames = args.real_frames or (1500 if args.small else None)
     width, height = (int(x) for x in args.size.split("x"))
     files = generated_set(args.cache, videos, seconds, width, height)
+    peers = {"contentdiff (old baseline)", "PySceneDetect Content", "PySceneDetect Adaptive"}
     methods = {k: v for k, v in METHODS.items()
-               if not (args.no_neural and k in NEURAL) and not (args.no_hybrid and k == "hybrid (ours)")}
+               if not (args.no_neural and k in NEURAL) and not (args.no_hybrid and k == "hybrid (ours)")
+               and not (args.no_peers and k in peers)}
 
-    totals = {m: {"tp": 0, "fp": 0, "fn": 0, "frames": 0, "seconds": 0.0} for m in methods}
+    totals = {m: {"tp": 0, "fp": 0, "fn": 0, "cut_tp": 0, "cut_fp": 0, "cut_fn": 0, "frames": 0, "seconds": 0.0, "decoded": 0}
+              for m in methods}
     real = {m: {"boundaries": [], "frames": 0, "seconds": 0.0} for m in methods}
     for item in files:
         for name, fn in methods.items():
-            repeats = args.repeats if name in ("decode-only (PyAV)", "fast (ours)", "fast, skip deblock (ours)") else 1
+            repeats = args.repeats if name in TIMED else 1
             runs = [fn(item["path"], None) for _ in range(repeats)]
-            boundaries, frames, _ = runs[0]
+            boundaries, frames, _ = runs[-1]  # LAST describes the last run
             elapsed = min(r[2] for r in runs)
             t = totals[name]
             t["frames"] += frames
+            t["decoded"] += LAST["decoded"]
             t["seconds"] += elapsed
             if name != "decode-only (PyAV)":
                 tp, fp, fn_ = match(boundaries, item["transitions"])
                 t["tp"] += tp; t["fp"] += fp; t["fn"] += fn_
+                cut_tp, cut_fp, cut_fn = match_cuts(item["transitions"])
+                t["cut_tp"] += cut_tp; t["cut_fp"] += cut_fp; t["cut_fn"] += cut_fn
         print(f"  done {os.path.basename(item['path'])}", file=sys.stderr)
     if args.real:
         for name, fn in methods.items():
@@ -174,7 +263,7 @@ def main() -> int:
     floor = totals["decode-only (PyAV)"]["frames"] / max(totals["decode-only (PyAV)"]["seconds"], 1e-9)
     reference = real.get("TransNetV2 (ours, streamed)", {}).get("boundaries") if args.real else None
     real_floor = real["decode-only (PyAV)"]["frames"] / max(real["decode-only (PyAV)"]["seconds"], 1e-9) if args.real else 0
-    header = f"| method | precision | recall | F1 | frames/s | x decode |"
+    header = "| method | precision | recall | F1 | F1 hard cuts | frames decoded | frames/s | x decode |"
     if args.real:
         header += " real: frames/s | real: x decode | real: F1 vs TransNetV2 |"
     print(header)
@@ -182,22 +271,23 @@ def main() -> int:
     for name, t in totals.items():
         fps = t["frames"] / max(t["seconds"], 1e-9)
         if name == "decode-only (PyAV)":
-            row = f"| {name} | | | | {fps:.0f} | 1.00 |"
+            row = f"| {name} | | | | | {t['decoded']} | {fps:.0f} | 1.00 |"
         else:
             p = t["tp"] / max(1, t["tp"] + t["fp"])
             r = t["tp"] / max(1, t["tp"] + t["fn"])
-            f1 = 2 * p * r / max(1e-9, p + r)
-            row = f"| {name} | {p:.3f} | {r:.3f} | {f1:.3f} | {fps:.0f} | {fps / floor:.2f} |"
+            row = (f"| {name} | {p:.3f} | {r:.3f} | {f1(t['tp'], t['fp'], t['fn']):.3f} | "
+                   f"{f1(t['cut_tp'], t['cut_fp'], t['cut_fn']):.3f} | {t['decoded']} | {fps:.0f} | {fps / floor:.2f} |")
         if args.real:
             rr = real[name]
             rfps = rr["frames"] / max(rr["seconds"], 1e-9)
             agree = ""
             if reference is not None and name not in ("decode-only (PyAV)", "TransNetV2 (ours, streamed)"):
-                ref = [{"start_frame": b, "end_frame": b} for b in reference]
+                ref = [{"start_frame": b, "end_frame": b, "kind": "cut"} for b in reference]
                 tp, fp, fn_ = match(rr["boundaries"], ref)
                 agree = f"{2 * tp / max(1, 2 * tp + fp + fn_):.3f}"
             row += f" {rfps:.0f} | {rfps / max(real_floor, 1e-9):.2f} | {agree} |"
         print(row)
+    print("(F1 hard cuts: the boundaries a method calls hard cuts against the true hard cuts, ±2 frames)")
     if args.real:
         print(f"\nreal clip: {args.real} ({real['decode-only (PyAV)']['frames']} frames; no shot truth, so F1 is "
               f"agreement with TransNetV2's boundaries)")

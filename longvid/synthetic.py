@@ -250,9 +250,11 @@ class ShotRenderer:
         return np.clip(img, 0, 255)
 
 
-def encode_frames(path: str, frames, fps: int, width: int, height: int, codec: str = "h264", gop: int = 0) -> int:
-    """Encode an iterable of RGB frames into ``path``; ``gop`` > 0 sets the keyframe spacing.
-    Returns the number of frames written."""
+def encode_frames(path: str, frames, fps: int, width: int, height: int, codec: str = "h264", gop: int = 0,
+                  preset: str = "veryfast", x264_params: str = "") -> int:
+    """Encode an iterable of RGB frames into ``path``; ``gop`` > 0 sets the keyframe spacing; ``preset``
+    is libx264's (``veryfast`` has B-frames, ``ultrafast`` none), ``x264_params`` its extra settings
+    (``scenecut=0``: no keyframe at cuts, as fixed-GOP web encodes). Returns the number of frames written."""
     container = av.open(path, mode="w")
     stream = container.add_stream(ENCODERS[codec], rate=fps)
     stream.width, stream.height = width, height
@@ -260,7 +262,7 @@ def encode_frames(path: str, frames, fps: int, width: int, height: int, codec: s
     if gop:
         stream.codec_context.gop_size = gop
     if codec == "h264":
-        stream.options = {"preset": "veryfast", "crf": "23"}
+        stream.options = {"preset": preset, "crf": "23", **({"x264-params": x264_params} if x264_params else {})}
     elif codec == "hevc":
         stream.options = {"x265-params": "log-level=error"}
     count = 0
@@ -339,9 +341,13 @@ def write_scripted_video(
     width: int = 320,
     height: int = 180,
     codec: str = "h264",
+    preset: str = "veryfast",
+    gop: int = 0,
+    x264_params: str = "",
 ) -> ScriptedVideo:
     """Encode a scripted video; ``transitions[i]`` joins ``shots[i]`` and ``shots[i + 1]``
-    (default: all cuts). Returns the truth (transitions, boundaries, distractor spans)."""
+    (default: all cuts); ``preset`` and ``gop`` go to :func:`encode_frames`. Returns the truth
+    (transitions, boundaries, distractor spans)."""
     transitions = list(transitions) if transitions is not None else [TransitionSpec()] * (len(shots) - 1)
     if len(transitions) != max(0, len(shots) - 1):
         raise ValueError("need exactly one transition between each pair of shots")
@@ -350,7 +356,8 @@ def write_scripted_video(
             raise ValueError(f"unknown transition {trans.kind!r}; known: {TRANSITIONS}")
     truth = ScriptedVideo(path=path, fps=fps, num_frames=0)
     truth.num_frames = encode_frames(path, _script_frames(shots, transitions, width, height, truth),
-                                      fps, width, height, codec)
+                                      fps, width, height, codec, gop=gop, preset=preset,
+                                      x264_params=x264_params)
     return truth
 
 

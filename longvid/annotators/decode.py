@@ -7,6 +7,7 @@ thumbnail is made by swscale in C from the decoded planes; the full frame never 
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -27,6 +28,35 @@ class DecodeConfig:
     interpolation: str = "auto"
     threads: int = 0  # decoder threads; 0 lets FFmpeg choose (frame threads on all cores)
     skip_loop_filter: bool = False  # skip H.264/HEVC deblocking: about a quarter faster decode, thumbnails barely change; off = exact frames
+    # auto = NVDEC (PyAV HWAccel "cuda") when FFmpeg has it and an NVIDIA device node exists, else CPU;
+    # none = always CPU; cuda = insist (a clear error where no device is usable). Frames are copied back
+    # to system memory, so every consumer (swscale thumbnails, caption frames) is unchanged.
+    hwaccel: str = "auto"
+
+
+HWACCEL_CHOICES = ("auto", "none", "cuda")
+
+
+def nvidia_device_present() -> bool:
+    """Whether this machine exposes an NVIDIA GPU to the process (the driver's device node)."""
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/gpus")
+
+
+def resolve_hwaccel(setting: str, available: list[str] | None = None, device_present: bool | None = None) -> str | None:
+    """The hardware device type to decode on (``"cuda"``) or ``None`` for CPU, from ``decode.hwaccel``.
+    ``available`` / ``device_present`` default to what this machine has (given in tests)."""
+    if setting not in HWACCEL_CHOICES:
+        raise ValueError(f"decode.hwaccel must be one of {', '.join(HWACCEL_CHOICES)}, not {setting!r}")
+    if setting == "none":
+        return None
+    if setting == "cuda":
+        return "cuda"
+    if available is None:
+        from av.codec.hwaccel import hwdevices_available
+
+        available = list(hwdevices_available())
+    present = nvidia_device_present() if device_present is None else device_present
+    return "cuda" if "cuda" in available and present else None
 
 
 class DecodeStats:
@@ -37,12 +67,21 @@ class DecodeStats:
         self.error: str | None = None
 
 
-def open_video(source: bytes | str):
-    """``av.open`` on a path or bytes, with the error turned into a reason a person understands."""
+def open_video(source: bytes | str, hwaccel: str = "none"):
+    """``av.open`` on a path or bytes, with the error turned into a reason a person understands.
+    ``hwaccel``: a ``decode.hwaccel`` setting (see :func:`resolve_hwaccel`)."""
     src = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    device = resolve_hwaccel(hwaccel)
     try:
-        return av.open(src, mode="r")
+        if device is None:
+            return av.open(src, mode="r")
+        from av.codec.hwaccel import HWAccel
+
+        return av.open(src, mode="r", hwaccel=HWAccel(device_type=device, allow_software_fallback=True))
     except av.error.FFmpegError as exc:
+        if device is not None:
+            raise ItemFailed(f"cannot open a {device} decoder ({exc}); set decode.hwaccel to auto or none "
+                             "on a machine without a usable GPU") from exc
         raise ItemFailed(f"cannot open media for decoding: {exc}") from exc
 
 
@@ -66,7 +105,7 @@ def iter_thumbnails(
     # builds a new scaler for every frame and costs more than the decode itself.
     scaler = VideoReformatter()
     interpolation = "BICUBIC" if config.interpolation == "auto" else config.interpolation
-    with open_video(source) as container:
+    with open_video(source, config.hwaccel) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if config.threads:
@@ -83,10 +122,10 @@ def iter_thumbnails(
             stats.error = str(exc)
 
 
-def decode_only(source: bytes | str, threads: int = 0) -> int:
+def decode_only(source: bytes | str, threads: int = 0, hwaccel: str = "none") -> int:
     """Decode every frame and keep nothing: the physical floor the benchmark compares against."""
     count = 0
-    with open_video(source) as container:
+    with open_video(source, hwaccel) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if threads:

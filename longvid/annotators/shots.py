@@ -76,6 +76,7 @@ class ContentDiffDetector(ShotDetector):
 # name → "module:Class" (imported on first use, so torch loads only for the detectors that need it)
 DETECTORS = {
     "fast": "longvid.annotators.fastcut:FastCutDetector",
+    "sparse": "longvid.annotators.sparse:SparseCutDetector",  # fast on reference frames; the segment stage decodes for it
     "contentdiff": "longvid.annotators.shots:ContentDiffDetector",
     "transnetv2": "longvid.annotators.transnet:TransNetV2Detector",
     "hybrid": "longvid.annotators.transnet:HybridDetector",

@@ -59,7 +59,8 @@ def prepare_video(video: dict, storage: Storage, config: CaptionerConfig) -> Ite
     try:
         media = storage.read_range(video["shard"], video["media_offset"], video["media_size"])
         c = config
-        for clip in iter_clip_frames(video["key"], media, clips, fps, c.frame_source, c.max_frames, c.longest_edge):
+        for clip in iter_clip_frames(video["key"], media, clips, fps, c.frame_source, c.max_frames, c.longest_edge,
+                                     c.hwaccel):
             meta = {"expected": expected, "clip_id": clip.clip_id, "start": clip.start, "end": clip.end,
                     "shape": list(clip.frames.shape), "frame_times": clip.frame_times, "error": None}
             emitted.add(clip.clip_id)

@@ -25,7 +25,7 @@ from ..annotators.captioners.stage import CaptionStage, PrepareCaptionFrames
 from ..annotators.fetch import Fetch, FetchConfig
 from ..annotators.plan import Plan, video_record
 from ..annotators.probe import Probe
-from ..annotators.segment import Segment, SegmentConfig
+from ..annotators.segment import SegmentConfig
 from ..shards.catalog import open_index
 from ..shards.dataset import finalize
 from ..shards.compact import update_index
@@ -36,6 +36,7 @@ from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
 from ..shards.storage import Storage
 from ..shards.writer import ShardWriter, encode_json, shard_number
 from .manifest import read_manifest
+from .segment_parallel import ParallelSegment
 from .stages import ActorStage, StageSpec, decode_row, encode_row, row_mapper
 
 log = logging.getLogger("longvid")
@@ -146,7 +147,7 @@ def build_stages(config: IngestConfig, registry) -> list[StageSpec]:
         StageSpec(Fetch(config.fetch), num_cpus=r.fetch_cpus),
         StageSpec(Dedup(registry), num_cpus=0.05),
         StageSpec(Probe(), num_cpus=r.probe_cpus),
-        StageSpec(Segment(config.segment), num_cpus=r.segment_cpus),
+        StageSpec(ParallelSegment(config.segment, window_cpus=r.segment_cpus), num_cpus=r.segment_cpus),
         StageSpec(Plan(), num_cpus=r.plan_cpus),
     ]
     if c.enabled:

@@ -42,6 +42,7 @@ def segment_file(path: str, config) -> dict:
         "num_frames": result["num_frames"],
         "duration": round(result["num_frames"] / probe["fps"], 6),
         "detector": result["detector"],
+        "decoded_frames": result["decoded_frames"],
         "shots": result["shots"],
         "transitions": result["transitions"],
         "clips": result["clips"],
@@ -83,5 +84,6 @@ def cmd_segment(args) -> int:
     print(f"{args.video}: {result['num_frames']} frames, {result['duration']:.1f} s, {len(result['shots'])} shots "
           f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items())) or 'no transitions'}), "
           f"{len(result['clips'])} clips, {len(result['keyframes'])} keyframes; detector {result['detector']}, "
+          f"{result['decoded_frames']} frames decoded, "
           f"{result['num_frames'] / max(result['seconds'], 1e-9):.0f} frames/s")
     return 0

@@ -32,6 +32,7 @@ class CaptionerConfig:
     frame_source: str = "stage2"  # clip plan whose frames are shown (stage2: 4 frames under 8 s, else 8) | uniform
     max_frames: int = 8  # frames per clip at most: SmolVLM/Qwen-VL caption short clips well from 8
     longest_edge: int = 384  # resize on the CPU so the longer side is at most this (SmolVLM tiles are 384 px)
+    hwaccel: str = "auto"  # frame decoding: auto (NVDEC where a GPU is present, else CPU) | none | cuda; see annotators.decode
     on_overlong: str = "fail"  # a caption cut off at max_new_tokens: fail (to the ledger) | keep (stored as is)
 
 

@@ -8,7 +8,6 @@ one. This runs in the CPU stage so the model's workers never wait on decoding.
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from ...shards.sampling import segment_middles
 from ..base import ItemFailed
+from ..decode import open_video
 
 
 @dataclass
@@ -75,17 +75,17 @@ def fit_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
     return w, h
 
 
-def iter_decoded(media: bytes, wanted: set[int], longest_edge: int) -> Iterator[tuple[int, np.ndarray]]:
+def iter_decoded(media: bytes, wanted: set[int], longest_edge: int, hwaccel: str = "none") -> Iterator[tuple[int, np.ndarray]]:
     """``(index, frame)`` for each frame in ``wanted`` (decode-order indices), resized; one
     sequential pass that stops after the last wanted frame. Raises :class:`ItemFailed` when the
-    media cannot be opened, breaks, or ends before a wanted frame."""
+    media cannot be opened, breaks, or ends before a wanted frame. ``hwaccel``: ``decode.hwaccel``."""
     if not wanted:
         return
     last = max(wanted)
     try:
-        container = av.open(io.BytesIO(media), mode="r")
-    except av.error.FFmpegError as exc:
-        raise ItemFailed(f"cannot open media for caption frames: {exc}") from exc
+        container = open_video(media, hwaccel)
+    except ItemFailed as exc:
+        raise ItemFailed(f"caption frames: {exc.reason}") from exc
     with container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -103,13 +103,13 @@ def iter_decoded(media: bytes, wanted: set[int], longest_edge: int) -> Iterator[
     raise ItemFailed(f"video ended before caption frame {last} (decoded {index + 1} frames)")
 
 
-def decode_frames(media: bytes, wanted: set[int], longest_edge: int) -> dict[int, np.ndarray]:
+def decode_frames(media: bytes, wanted: set[int], longest_edge: int, hwaccel: str = "none") -> dict[int, np.ndarray]:
     """All frames ``wanted`` at once (see :func:`iter_decoded`)."""
-    return dict(iter_decoded(media, wanted, longest_edge))
+    return dict(iter_decoded(media, wanted, longest_edge, hwaccel))
 
 
 def iter_clip_frames(key: str, media: bytes, clips: list[dict], fps: float, frame_source: str = "stage2",
-                     max_frames: int = 8, longest_edge: int = 384) -> Iterator[ClipFrames]:
+                     max_frames: int = 8, longest_edge: int = 384, hwaccel: str = "none") -> Iterator[ClipFrames]:
     """Each clip of one video with its frames, yielded as soon as its last frame is decoded, so a
     long video never holds more than about one clip's frames. A decode failure raises
     :class:`ItemFailed` after the clips finished before it; the caller fails the rest."""
@@ -119,7 +119,7 @@ def iter_clip_frames(key: str, media: bytes, clips: list[dict], fps: float, fram
     last_use = {i: pos for pos, ci in enumerate(order) for i in per_clip[ci]}  # frame -> last clip needing it
     held: dict[int, np.ndarray] = {}
     nxt = 0
-    for index, frame in iter_decoded(media, set(last_use), longest_edge):
+    for index, frame in iter_decoded(media, set(last_use), longest_edge, hwaccel):
         held[index] = frame
         while nxt < len(order) and max(per_clip[order[nxt]]) <= index:
             ci = order[nxt]
@@ -134,6 +134,6 @@ def iter_clip_frames(key: str, media: bytes, clips: list[dict], fps: float, fram
 
 
 def prepare_clips(key: str, media: bytes, clips: list[dict], fps: float, frame_source: str = "stage2",
-                  max_frames: int = 8, longest_edge: int = 384) -> list[ClipFrames]:
+                  max_frames: int = 8, longest_edge: int = 384, hwaccel: str = "none") -> list[ClipFrames]:
     """Every clip of one video with its frames, from a single decode (all in memory)."""
-    return list(iter_clip_frames(key, media, clips, fps, frame_source, max_frames, longest_edge))
+    return list(iter_clip_frames(key, media, clips, fps, frame_source, max_frames, longest_edge, hwaccel))

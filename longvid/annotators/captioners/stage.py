@@ -36,7 +36,7 @@ class PrepareCaptionFrames(Stage):
         key = item["video_id"]
         fps = item["probe"]["fps"] if "probe" in item else item["video"]["fps"]
         clips = prepare_clips(key, item["media"], item.get("clips", []), fps, c.frame_source, c.max_frames,
-                              c.longest_edge)
+                              c.longest_edge, c.hwaccel)
         item["caption_inputs"] = [clip.to_row() for clip in clips]
         return item
 

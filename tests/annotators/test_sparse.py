@@ -1,0 +1,137 @@
+"""Sparse decoding (reference frames only, cuts placed by a dense decode of their gap) and windowed
+segmentation give the same cuts and shots as a dense single pass, on generated H.264 with and
+without B-frames whose cuts are known; the hardware-decode setting falls back to the CPU here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from longvid.annotators.base import ItemFailed
+from longvid.annotators.decode import DecodeConfig, iter_thumbnails, nvidia_device_present, resolve_hwaccel
+from longvid.annotators.probe import probe_file
+from longvid.annotators.segment import (SegmentConfig, build_detector, scan_settings, segment_video,
+                                        segment_video_windowed, thumbnail_config)
+from longvid.annotators.sparse import scan
+from longvid.annotators.windows import MIN_OVERLAP_FRAMES, Window, WindowConfig, plan_windows, segment_windows
+from longvid.cli import main
+from longvid.synthetic import ShotSpec, TransitionSpec, write_scripted_video
+
+MOTIONS = ["drift", "pan", "static", "fast_object", "zoom", "drift", "shake"]
+LENGTHS = [97, 83, 121, 75, 110, 88, 131, 79, 102, 93, 117, 85, 99]
+KINDS = ["cut", "cut", "dissolve", "cut", "cut", "cut", "fade", "cut", "cut", "dissolve", "cut", "cut"]
+ENCODES = {  # name -> (x264 preset, extra x264 settings): B-frames or none; no keyframes placed at cuts
+    "bframes": ("veryfast", "scenecut=0"),
+    "no-bframes": ("ultrafast", "scenecut=0"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ENCODES))
+def long_video(request, tmp_path_factory):
+    """~52 s at 25 fps (1,280 frames, 160x90): 9 cuts, 2 dissolves and a fade, a 48-frame GOP."""
+    shots = [ShotSpec(n, MOTIONS[i % len(MOTIONS)], seed=40 + i) for i, n in enumerate(LENGTHS)]
+    transitions = [TransitionSpec(k, 20 if k != "cut" else 0) for k in KINDS]
+    preset, params = ENCODES[request.param]
+    path = str(tmp_path_factory.mktemp("sparse") / f"long-{request.param}.mp4")
+    truth = write_scripted_video(path, shots, transitions, fps=25, width=160, height=90, preset=preset,
+                                 gop=48, x264_params=params)
+    return request.param, truth, probe_file(path)
+
+
+def cuts_of(result: dict) -> list[int]:
+    return [t["start_frame"] for t in result["transitions"] if t["kind"] == "cut"]
+
+
+def test_sparse_cuts_are_the_dense_cuts(long_video):
+    name, truth, probe = long_video
+    dense = segment_video(truth.path, probe, "v", SegmentConfig(detector="fast"))
+    sparse = segment_video(truth.path, probe, "v", SegmentConfig(detector="sparse"))
+    true_cuts = [t["start_frame"] for t in truth.transitions if t["kind"] == "cut"]
+    assert cuts_of(dense) == true_cuts
+    assert cuts_of(sparse) == cuts_of(dense)
+    assert sparse["num_frames"] == dense["num_frames"] == truth.num_frames
+    gradual = [t for t in truth.transitions if t["kind"] != "cut"]
+    found = [t for t in sparse["transitions"] if t["kind"] != "cut"]
+    assert len(found) == len(gradual)
+    for want, got in zip(gradual, found):  # each gradual transition found inside its span
+        assert got["start_frame"] <= want["end_frame"] and want["start_frame"] <= got["end_frame"]
+    if name == "bframes":
+        config = SegmentConfig(detector="sparse")
+        coarse = scan(truth.path, thumbnail_config(config), config.sparse, build_detector(config))
+        assert coarse.sparse and len(coarse.frames) < 0.8 * truth.num_frames  # B-frames were skipped
+        placed = set(cuts_of(sparse)) - set(coarse.frames.tolist())
+        assert placed  # some cuts lie on frames the coarse pass never decoded: placed by refinement
+        assert sparse["decoded_frames"] < truth.num_frames
+    else:
+        assert sparse["decoded_frames"] == truth.num_frames  # nothing to skip without B-frames
+
+
+def test_plan_windows_partitions_the_video():
+    windows = plan_windows(10_000, 25.0, WindowConfig(window_seconds=100, overlap_seconds=4))
+    assert len(windows) == 4
+    assert windows[0].core_start == 0 and windows[-1].core_end == 10_000
+    assert all(a.core_end == b.core_start for a, b in zip(windows, windows[1:]))
+    assert all(w.core_start - w.decode_start == MIN_OVERLAP_FRAMES for w in windows[1:])  # 4 s < the floor
+    assert windows[0].decode_start == 0 and windows[-1].decode_end == 10_000
+    assert plan_windows(100, 25.0, WindowConfig()) == [Window(0, 0, 100, 100)]
+
+
+@pytest.mark.parametrize("detector", ["sparse", "fast"])
+def test_windows_with_a_cut_and_a_dissolve_on_edges_stitch_to_one_pass(long_video, detector):
+    _, truth, probe = long_video
+    config = SegmentConfig(detector=detector)
+    cut = [t for t in truth.transitions if t["kind"] == "cut"][4]["start_frame"]
+    dissolve = [t for t in truth.transitions if t["kind"] == "dissolve"][1]
+    across = (dissolve["start_frame"] + dissolve["end_frame"]) // 2  # an edge in the middle of the dissolve
+    n, pad = truth.num_frames, MIN_OVERLAP_FRAMES
+    windows = [Window(0, 0, cut, cut + pad), Window(cut - pad, cut, across, min(n, across + pad)),
+               Window(across - pad, across, n, n)]
+    one = segment_video(truth.path, probe, "v", config)
+    stitched = segment_windows(truth.path, windows, thumbnail_config(config), scan_settings(config),
+                               lambda: build_detector(config))
+    assert [t["frame"] for t in stitched.transitions].count(cut) == 1  # found once, not by both windows
+    from longvid.annotators.segment import assemble
+
+    windowed = assemble(stitched, probe, "v", config)
+    assert windowed["transitions"] == one["transitions"]
+    assert windowed["shots"] == one["shots"]
+    assert windowed["clips"] == one["clips"]  # keyframes included
+    assert windowed["decoded_frames"] > one["decoded_frames"]  # the overlaps were decoded twice
+
+
+def test_windowed_segmentation_by_plan_equals_one_pass(long_video):
+    _, truth, probe = long_video
+    config = SegmentConfig(detector="sparse", windows=WindowConfig(window_seconds=15, overlap_seconds=1))
+    one = segment_video(truth.path, probe, "v", config)
+    assert len(plan_windows(probe["num_frames"], probe["fps"], config.windows)) == 4
+    windowed = segment_video_windowed(truth.path, probe, "v", config)
+    assert windowed["shots"] == one["shots"] and windowed["clips"] == one["clips"]
+
+
+def test_hwaccel_setting_resolves_and_falls_back_to_cpu(edited_video):
+    assert resolve_hwaccel("auto", available=["cuda"], device_present=False) is None
+    assert resolve_hwaccel("auto", available=["cuda"], device_present=True) == "cuda"
+    assert resolve_hwaccel("auto", available=[], device_present=True) is None
+    assert resolve_hwaccel("none", available=["cuda"], device_present=True) is None
+    with pytest.raises(ValueError, match="decode.hwaccel"):
+        resolve_hwaccel("nvdec")
+    probe = probe_file(edited_video.path)
+    auto = segment_video(edited_video.path, probe, "v", SegmentConfig(detector="sparse"))  # hwaccel: auto
+    cpu = segment_video(edited_video.path, probe, "v",
+                        SegmentConfig(detector="sparse", decode=DecodeConfig(hwaccel="none")))
+    if resolve_hwaccel("auto") is None:
+        assert auto == cpu  # auto picked the CPU decoder on this machine
+    if not nvidia_device_present():
+        with pytest.raises(ItemFailed, match="set decode.hwaccel to auto or none"):
+            list(iter_thumbnails(edited_video.path, config=DecodeConfig(hwaccel="cuda")))
+
+
+def test_segment_cli_reports_decoded_frames(long_video, capsys):
+    name, truth, _ = long_video
+    assert main(["segment", truth.path, "--json", "--detector", "sparse"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["detector"] == "sparse" and out["num_frames"] == truth.num_frames
+    assert (out["decoded_frames"] < truth.num_frames) == (name == "bframes")
+    assert main(["segment", truth.path, "--detector", "sparse"]) == 0
+    assert "frames decoded" in capsys.readouterr().out
