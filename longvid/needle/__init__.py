@@ -6,7 +6,7 @@ path of ``longvid ask``); nothing imports it but the command line. Exports: ``bu
 ``NeedleBuildConfig``, ``evaluate``, ``NeedleEvalConfig``, ``parse_choice``.
 """
 
-from .build import NeedleBuildConfig, build
+from .benchmark import NeedleBuildConfig, build
 from .evaluate import NeedleEvalConfig, evaluate
 from .score import parse_choice
 

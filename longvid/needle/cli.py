@@ -10,7 +10,7 @@ from dataclasses import fields
 
 from ..shards.dataset import DatasetError
 from ..shards.seekio import DecodeError
-from .build import BuildError, NeedleBuildConfig, build
+from .benchmark import BuildError, NeedleBuildConfig, build
 from .evaluate import EvalError, NeedleEvalConfig, evaluate
 from .haystack import HaystackError
 

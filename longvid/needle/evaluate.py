@@ -18,7 +18,7 @@ import numpy as np
 
 from ..shards.seekio import DecodeStats
 from ..shards.storage import LocalStorage, Storage
-from . import build as bench_io
+from . import benchmark as bench_io
 from . import haystack as hay
 from . import render, score
 from .items import mcq_prompt

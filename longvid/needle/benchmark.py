@@ -146,11 +146,11 @@ def build(dataset: str, out: str, config: NeedleBuildConfig, log=print) -> dict:
     lengths = [f for f in config.frames if f <= available]
     skipped = [{"frames": f, "reason": f"the dataset gives {available} frames at 1 fps"}
                for f in config.frames if f > available]
-    for note in skipped:
-        log(f"note: skipping haystack length {note['frames']}: {note['reason']}")
     if not lengths:
         raise BuildError(f"{dataset}: too small for a haystack of {min(config.frames)} frames (it gives {available} "
                          f"frames at 1 fps from {len(rows)} videos); ask for --frames {available // it.CLIP * it.CLIP} or less")
+    for note in skipped:
+        log(f"note: skipping haystack length {note['frames']}: {note['reason']}")
     builder = ItemBuilder(config, manifest)
     records = []
     for length in lengths:
