@@ -7,7 +7,7 @@ path of ``longvid ask``); nothing imports it but the command line. Exports: ``bu
 """
 
 from .benchmark import NeedleBuildConfig, build
-from .evaluate import NeedleEvalConfig, evaluate
+from .evaluation import NeedleEvalConfig, evaluate
 from .score import parse_choice
 
 __all__ = ["NeedleBuildConfig", "NeedleEvalConfig", "build", "evaluate", "parse_choice"]

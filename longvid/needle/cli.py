@@ -11,7 +11,7 @@ from dataclasses import fields
 from ..shards.dataset import DatasetError
 from ..shards.seekio import DecodeError
 from .benchmark import BuildError, NeedleBuildConfig, build
-from .evaluate import EvalError, NeedleEvalConfig, evaluate
+from .evaluation import EvalError, NeedleEvalConfig, evaluate
 from .haystack import HaystackError
 
 BUILD_EPILOG = """output:
