@@ -168,3 +168,28 @@ def test_manifest_needles_keep_their_questions_and_answers(needle_dataset, tmp_p
                  "--needles", str(manifest)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "line 2" in err[0] and "4 distinct" in err[0]
+
+
+def test_export_media_writes_each_item_as_a_1fps_video_with_its_questions(needle_dataset, tmp_path):
+    out = str(tmp_path / "media-bench")
+    assert main(["needle", "build", needle_dataset["root"], "--out", out, "--frames", "40", "--depths", "0.5",
+                 "--multi-per-length", "1", "--export-media", "--media-size", "64"]) == 0
+    items = read_items(out)
+    with open(os.path.join(out, "media", "questions.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    assert [line["id"] for line in lines] == [r["id"] for r in items]
+    for item, line in zip(items, lines):
+        with av.open(os.path.join(out, line["video"])) as container:
+            stream = container.streams.video[0]
+            assert float(stream.average_rate) == 1.0
+            frames = [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(stream)]
+        assert len(frames) == line["frames"] == item["total_frames"] and frames[0].shape == (64, 64, 3)
+        for needle, positions in zip(item["needles"], item["needle_positions"]):
+            picture = hay.resize_frames(render.read_image(os.path.join(out, needle["image"]))[None], 64)[0].astype(int)
+            for p in positions:  # the needle's four frames show the needle (up to H.264 loss), the others do not
+                assert np.abs(frames[p] - picture).mean() < 12
+        others = [t for t in range(len(frames)) if all(t not in p for p in item["needle_positions"])]
+        first = hay.resize_frames(render.read_image(os.path.join(out, item["needles"][0]["image"]))[None], 64)[0]
+        assert min(np.abs(frames[t] - first.astype(int)).mean() for t in others) > 30
+        assert [q["answer"] for q in line["questions"]] == [q["answer"] for q in item["questions"]]
+        assert all("(D) " in q["prompt"] for q in line["questions"])
