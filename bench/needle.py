@@ -121,7 +121,7 @@ def main() -> int:
     ap.add_argument("--dataset", help="an ingested dataset to use instead of generated videos")
     ap.add_argument("--work", help="folder for the generated dataset and benchmark (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--max-new-tokens", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=1, help="1: time the prefill, not the junk a random model generates")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--json", help="also write all results here")
     args = ap.parse_args()
