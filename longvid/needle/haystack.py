@@ -106,6 +106,7 @@ def decode_haystack(storage: Storage, plan: dict, size: int, stats=None) -> np.n
         try:
             for begin in range(0, len(segment["frames"]), DECODE_CHUNK):
                 chunk = segment["frames"][begin : begin + DECODE_CHUNK]
+                member.seek(0)  # the demuxer of the previous chunk left it anywhere; its block cache stays
                 frames = decode_frames(member, chunk, resize=size, stats=stats)
                 out[at : at + len(chunk)] = resize_frames(frames, size)
                 at += len(chunk)

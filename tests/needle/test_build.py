@@ -84,10 +84,13 @@ def test_haystack_plan_is_one_frame_a_second_across_several_videos(bench, needle
     assert len({s["key"] for s in plan["segments"]}) == len(plan["segments"])
 
 
-def test_planned_frames_decode_like_a_direct_decode_of_the_sources(bench, needle_dataset):
-    """Seek decoding from the shards gives, frame for frame, what a full PyAV decode of each source does."""
+@pytest.mark.parametrize("chunk", [256, 7])
+def test_planned_frames_decode_like_a_direct_decode_of_the_sources(bench, needle_dataset, chunk, monkeypatch):
+    """Seek decoding from the shards gives, frame for frame, what a full PyAV decode of each source does
+    (in one decode call per segment, and in calls of 7 frames over the same member file)."""
     from longvid.shards.schema import video_id_for
 
+    monkeypatch.setattr(hay, "DECODE_CHUNK", chunk)
     plan = next(r for r in read_items(bench) if r["haystack_frames"] == 200)["haystack"]
     got = hay.decode_haystack(Storage.for_uri(needle_dataset["root"]), plan, 48)
     by_key = {video_id_for(p): p for p in needle_dataset["paths"]}
@@ -193,3 +196,22 @@ def test_export_media_writes_each_item_as_a_1fps_video_with_its_questions(needle
         assert min(np.abs(frames[t] - first.astype(int)).mean() for t in others) > 30
         assert [q["answer"] for q in line["questions"]] == [q["answer"] for q in item["questions"]]
         assert all("(D) " in q["prompt"] for q in line["questions"])
+
+
+def test_build_and_decode_from_s3(needle_dataset, s3_bucket, tmp_path):
+    """A dataset on S3 (moto's server): the index parts and the haystack's byte ranges come over HTTP."""
+    import boto3
+
+    client = boto3.client("s3")
+    for folder, _, names in os.walk(needle_dataset["root"]):
+        for name in names:
+            path = os.path.join(folder, name)
+            client.upload_file(path, s3_bucket, "ds/" + os.path.relpath(path, needle_dataset["root"]))
+    remote, local = str(tmp_path / "remote"), str(tmp_path / "local")
+    config = dict(frames=[120], depths=[0.5], multi_per_length=0)
+    build(f"s3://{s3_bucket}/ds", remote, NeedleBuildConfig(**config), log=lambda m: None)
+    build(needle_dataset["root"], local, NeedleBuildConfig(**config), log=lambda m: None)
+    plan = read_items(remote)[0]["haystack"]
+    assert plan == read_items(local)[0]["haystack"]  # same seeded plan from the same index
+    got = hay.decode_haystack(Storage.for_uri(f"s3://{s3_bucket}/ds"), plan, 48)
+    assert np.array_equal(got, hay.decode_haystack(Storage.for_uri(needle_dataset["root"]), plan, 48))
