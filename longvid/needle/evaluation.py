@@ -110,6 +110,10 @@ def evaluate(bench_dir: str, config: NeedleEvalConfig, model=None, log=print) ->
     (benchmarks build random models in memory). Returns the results written to ``results.json``."""
     bench, records = bench_io.read_bench(bench_dir)
     out = config.out or default_out(bench_dir, config)
+    if model is None:
+        from ..model.cli import resolve_model_dir
+
+        resolve_model_dir(config.model)  # a missing model fails before run.json names it
     os.makedirs(out, exist_ok=True)
     _check_run(out, config)
     scored_path = os.path.join(out, SCORED_FILE)

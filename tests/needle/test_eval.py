@@ -55,6 +55,9 @@ def test_eval_end_to_end_on_a_tiny_checkpoint_resumes(small_bench, tiny_checkpoi
     # other settings in the same folder: refused with one line
     assert main(["needle", "eval", small_bench, "--model", tiny_checkpoint, "--out", out, "--pivotkv"]) == 2
     assert "differs in: pivotkv" in capsys.readouterr().err
+    missing = str(tmp_path / "missing")
+    assert main(["needle", "eval", small_bench, "--model", str(tmp_path / "nope"), "--out", missing]) == 2
+    assert "no saved model" in capsys.readouterr().err and not os.path.exists(missing)
 
 
 def test_eval_with_pivotkv_and_without_hico(small_bench, tiny_checkpoint, tmp_path):
