@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "longvid.model.cli",  # train, ask
     "longvid.pipelines.export_cli",  # export llava, stats
     "longvid.pipelines.index_cli",  # index (compact + repair the dataset index)
+    "longvid.needle.cli",  # needle build, needle eval
 ]
 
 

@@ -97,23 +97,37 @@ def resolve_model_dir(path: str) -> str:
     raise FileNotFoundError(f"{path}: no saved model (expected {MODEL_JSON}, model/, or checkpoints/latest)")
 
 
-def cmd_ask(args) -> int:
+def load_model(checkpoint: str, device: str = "auto", dtype: str = "auto"):
+    """The model ``longvid ask`` answers with (also ``longvid needle eval``): a saved folder, checkpoint or
+    run directory, on ``device`` (auto: CUDA when present), in ``dtype`` (auto: bfloat16 on GPUs)."""
     import torch
 
-    from ..shards.sampling import STAGES_BY_NAME, frame_indices, time_prompt
+    from .videollm import VideoLLM
+
+    place = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                         ("cpu" if device == "auto" else device))
+    dtype = dtype if dtype != "auto" else ("bfloat16" if place.type == "cuda" else "float32")
+    return VideoLLM.from_pretrained(resolve_model_dir(checkpoint), dtype=dtype).to(place).eval()
+
+
+def ask_prompt(duration: float, num_frames: int, question: str) -> str:
+    """What ``longvid ask`` puts after ``<image>``: the training time prompt, then the question."""
+    from ..shards.sampling import time_prompt
+
+    return f"{time_prompt(duration, num_frames)}\n{question}"
+
+
+def cmd_ask(args) -> int:
+    from ..shards.sampling import STAGES_BY_NAME, frame_indices
     from .pivotkv import PivotKVConfig
     from .video import VideoReadError, decode_frames, probe
-    from .videollm import VideoLLM
 
     if args.stage not in STAGES_BY_NAME:
         print(f"longvid ask: unknown stage {args.stage!r}; one of {sorted(STAGES_BY_NAME)}", file=sys.stderr)
         return 2
     _quiet_transformers()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
     try:
-        model = VideoLLM.from_pretrained(resolve_model_dir(args.checkpoint), dtype=dtype).to(device).eval()
+        model = load_model(args.checkpoint, args.device, args.dtype)
         stage = STAGES_BY_NAME[args.stage]
         vlen, fps = probe(args.video)
         hi = args.max_frames or stage.hi
@@ -126,7 +140,7 @@ def cmd_ask(args) -> int:
     except (FileNotFoundError, VideoReadError) as exc:
         print(f"longvid ask: {exc}", file=sys.stderr)
         return 1
-    prompt = f"{time_prompt(vlen / fps, len(indices))}\n{args.question}"
+    prompt = ask_prompt(vlen / fps, len(indices), args.question)
     pivotkv = PivotKVConfig(args.chunk_frames, args.max_input_length) if args.pivotkv else None
     result = model.answer(frames, prompt, args.max_new_tokens, pivotkv=pivotkv, dropout=not args.no_dropout)
     result.update(frames=len(indices), decode_s=round(decoded - began, 3),
