@@ -80,6 +80,37 @@ def _register_export(subparsers) -> None:
                         help="prefix of each json_path in the YAML, for a trainer that sees DIR elsewhere "
                              "(default: the absolute DIR)")
     parser.set_defaults(func=main_export_llava)
+    _register_energon(formats)
+
+
+def _register_energon(formats) -> None:
+    parser = formats.add_parser(
+        "energon",
+        help="Megatron-Energon metadata (.nv-meta) beside the shards, so energon's loader opens them",
+        description="Index the dataset's shards with Megatron-Energon's own preparation API and write "
+                    "DATASET/.nv-meta (dataset.yaml, split.yaml, index.sqlite, index.uuid, .info.json): "
+                    "megatron.energon.get_train_dataset(DATASET, ...) then opens it with no `energon prepare`. "
+                    "Samples are crude dicts (mp4, json); shards and index are not touched.",
+        epilog="examples:\n  longvid export energon /data/corpus\n"
+               "  longvid export energon /data/corpus --split train=0.98 --split val=0.02\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dataset", help="dataset root: a local folder (.nv-meta is written into it)")
+    parser.add_argument("--split", dest="splits", action="append", default=[], metavar="NAME=RATIO",
+                        help="split of whole shards in shard order; repeat for several (default: train=1)")
+    parser.set_defaults(func=main_export_energon)
+
+
+def main_export_energon(args: argparse.Namespace) -> int:
+    from .export_energon import EnergonExportConfig, parse_splits, run_export_energon
+
+    try:
+        config = EnergonExportConfig(**({"splits": parse_splits(args.splits)} if args.splits else {}))
+        run_export_energon(args.dataset, config)
+    except (ExportError, DatasetError, ValueError, FileNotFoundError) as exc:
+        print(f"longvid export energon: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _register_stats(subparsers) -> None:
