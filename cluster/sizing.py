@@ -66,14 +66,16 @@ def measured(decode_scale: str, ingest: str, dataset: str | None, execution_s: f
 
 def metadata_per_clip(dataset: str) -> dict:
     """Bytes of KEY.json per clip in a local dataset's shards (plus the clip count)."""
-    import pyarrow.parquet as pq
+    import pyarrow.compute as pc
+
+    from longvid.shards import Storage, open_index
 
     json_bytes = 0
     videos = os.path.join(dataset, "videos")
     for name in sorted(os.listdir(videos)):
         with tarfile.open(os.path.join(videos, name)) as tar:
             json_bytes += sum(m.size for m in tar.getmembers() if m.name.endswith(".json"))
-    clips = pq.read_table(os.path.join(dataset, "index", "clips.parquet")).num_rows
+    clips = int(pc.sum(open_index(Storage.for_uri(dataset)).shards["clips"]).as_py() or 0)
     return {"json_bytes_per_clip": json_bytes / clips, "sample_clips": clips}
 
 

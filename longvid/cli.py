@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "longvid.pipelines.annotate_cli",  # annotate (captions, summary + QA layers)
     "longvid.model.cli",  # train, ask
     "longvid.pipelines.export_cli",  # export llava, stats
+    "longvid.pipelines.index_cli",  # index (compact + repair the dataset index)
 ]
 
 

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from ..annotators.captioners import CaptionerConfig
 from ..annotators.writers import WriterConfig
 from ..shards.dataset import read_dataset_json
-from ..shards.index import VIDEOS_INDEX, read_index_parts, read_videos_index
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..shards.catalog import DatasetIndex, open_index
+from ..shards.index import read_videos_index
 from ..shards.layers import layer_dir, layer_parts, read_layer, write_layer_meta, write_layer_part
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.storage import Storage
@@ -67,10 +71,8 @@ def task_of(config: AnnotateConfig) -> str:
 
 # -- planning ------------------------------------------------------------------------------------
 def video_table(storage: Storage):
-    """The videos index (consolidated, or the parts when consolidation has not run yet)."""
-    if storage.exists(VIDEOS_INDEX):
-        return read_videos_index(storage)
-    return read_index_parts(storage)[0]
+    """Every video row (small datasets, benchmarks): planning itself goes per shard (``plan_todo``)."""
+    return read_videos_index(storage)
 
 
 def plan_parts(videos: list[dict], videos_per_part: int) -> dict[str, list[dict]]:
@@ -88,6 +90,47 @@ def plan_parts(videos: list[dict], videos_per_part: int) -> dict[str, list[dict]
         for i in range(0, len(rows), videos_per_part):
             parts[f"{base}-{i // videos_per_part:04d}"] = rows[i : i + videos_per_part]
     return parts
+
+
+def part_names(shards: pa.Table, videos_per_part: int, limit_videos: int = 0) -> tuple[dict[str, str], dict[str, int]]:
+    """(part name → shard, shard → videos planned) from the shard table's ``ok_videos`` alone: the
+    names ``plan_parts`` gives (same shard order and positions) without reading a video row.
+    ``limit_videos`` keeps the first that many ok videos in (shard, byte) order."""
+    names: dict[str, str] = {}
+    planned: dict[str, int] = {}
+    left = limit_videos or None
+    for shard, count in zip(shards["shard"].to_pylist(), shards["ok_videos"].to_pylist()):  # O(shards)
+        if left is not None:
+            count = min(count, left)
+            left -= count
+        planned[shard] = count
+        base = shard.rsplit("/", 1)[-1][: -len(".tar")]
+        for i in range(-(-count // videos_per_part)):
+            names[f"{base}-{i:04d}"] = shard
+        if left == 0:
+            break
+    return names, planned
+
+
+def plan_todo(index: DatasetIndex, names: dict[str, str], planned: dict[str, int], done: set[str],
+              videos_per_part: int) -> dict[str, list[dict]]:
+    """The parts still to do with their video rows: rows are read only for shards that have such a
+    part, one index file at a time (a finished shard costs nothing)."""
+    todo_shards = sorted({shard for name, shard in names.items() if name not in done})
+    if not todo_shards:
+        return {}
+    table = index.shards.filter(pc.is_in(index.shards["shard"], pa.array(todo_shards, pa.string())))
+    todo: dict[str, list[dict]] = {}
+    for path in pc.unique(table["videos_file"]).to_pylist():
+        shards = table.filter(pc.equal(table["videos_file"], path))["shard"].to_pylist()
+        rows_of_file = index.read_videos(shards, filter=pc.field("status") == "ok")  # one file's shards
+        for shard in shards:
+            rows = rows_of_file.filter(pc.equal(rows_of_file["shard"], shard))
+            rows = rows.sort_by("media_offset").slice(0, planned[shard]).to_pylist()  # one shard's rows
+            for name, part_rows in plan_parts(rows, videos_per_part).items():
+                if name not in done:
+                    todo[name] = part_rows
+    return todo
 
 
 def run_recipe(config: AnnotateConfig, task: str, producer: dict) -> dict:
@@ -236,25 +279,24 @@ def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
     producer = producer_for(config, task)
     recipe = run_recipe(config, task, producer)
     resumed = check_resume(storage, config, recipe)
-    table = video_table(storage)
-    videos = [v for v in table.to_pylist() if v["status"] == "ok"]
-    if config.limit_videos:
-        videos = sorted(videos, key=lambda v: (v["shard"], v["media_offset"]))[: config.limit_videos]
-    if task == "write":
-        videos = attach_timelines(storage, config.source_layer, videos)
-    parts = plan_parts(videos, config.pipeline.videos_per_part)
+    index = open_index(storage)
+    vpp = config.pipeline.videos_per_part
+    parts, planned = part_names(index.shards, vpp, config.limit_videos)
     done = {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in layer_parts(storage, config.layer, config.version)}
-    todo = {name: rows for name, rows in parts.items() if name not in done}
+    todo = plan_todo(index, parts, planned, done, vpp)
+    if task == "write" and todo:  # one read of the source layer for every part to do
+        attached = iter(attach_timelines(storage, config.source_layer, [v for rows in todo.values() for v in rows]))
+        todo = {name: [next(attached) for _ in rows] for name, rows in todo.items()}
+    num_videos = sum(planned.values())
     base = layer_dir(config.layer, config.version)
     meta = {"producer": producer, "producer_id": recipe["producer_id"], "recipe": recipe}
     write_layer_meta(storage, config.layer, config.version, dict(meta, status="in_progress"))
     run_id = new_run_id()
     ledger = Ledger(storage, run_id, directory=f"{base}/ledger")
-    for name in sorted(set(parts) - set(todo)):
-        for v in parts[name]:
-            ledger.add(video_id=v["key"], url=v.get("url"), shard=v["shard"], status="ok", action="skipped",
-                       stage=task, reason="already committed in part " + name)
-    log(f"annotate {config.layer}/{config.version} ({task}): {len(videos)} videos in {len(parts)} parts, "
+    for name in sorted(set(parts) - set(todo)):  # one row per committed part (not per video: O(parts))
+        ledger.add(video_id="", url=None, shard=parts[name], status="ok", action="skipped",
+                   stage=task, reason="already committed in part " + name)
+    log(f"annotate {config.layer}/{config.version} ({task}): {num_videos} videos in {len(parts)} parts, "
         f"{len(parts) - len(todo)} already committed{' (resumed)' if resumed else ''}")
     totals = {"videos": 0, "failed_videos": 0, "rows": 0, "failures": 0, "tokens": 0}
     started = time.time()

@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from ..annotators.base import ItemFailed, Resources, Stage
@@ -25,8 +27,10 @@ from ..annotators.plan import Plan, video_record
 from ..annotators.probe import Probe
 from ..annotators.remux import to_mp4
 from ..annotators.segment import Segment, SegmentConfig
+from ..shards.catalog import open_index
 from ..shards.dataset import finalize
-from ..shards.index import read_index_parts, repair_index_parts, write_index_part
+from ..shards.compact import update_index
+from ..shards.index import repair_index_parts, write_index_part
 from ..shards.layers import layer_dir, write_layer_meta, write_layer_part
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
@@ -321,15 +325,25 @@ def connect_ray(config: RayConfig) -> bool:
     return True
 
 
-def _committed_state(storage: Storage) -> tuple[dict[str, str], set[str], int]:
-    """(sha256 → key, committed keys, next shard number) from what is on storage."""
+def _committed_state(storage: Storage, manifest_keys: list[str]) -> tuple[dict[str, str], set[str], int]:
+    """(sha256 → key of every committed video, the manifest's keys already committed, next shard number).
+
+    Brings the shard table up to date first (incremental: only parts a killed run left behind are
+    read), then scans the index's ``key`` and ``sha256`` columns only. The committed check is an
+    Arrow ``is_in`` of the manifest's keys against the index keys, so the set it returns is bounded
+    by the manifest. The sha256 → key dict is what the ``ContentRegistry`` actor holds: one entry
+    per committed video (the next bottleneck at corpus scale; see docs/index.md).
+    """
     repaired = repair_index_parts(storage)
     if repaired:
         log.warning("rebuilt index parts of %d shard(s) committed by a killed run", len(repaired))
-    videos, _ = read_index_parts(storage)
+    update_index(storage)
+    videos = open_index(storage).videos_dataset().to_table(columns=["key", "sha256"])
     owners = dict(zip(videos["sha256"].to_pylist(), videos["key"].to_pylist()))
+    wanted = pa.array(manifest_keys, pa.string())
+    committed = set(wanted.filter(pc.is_in(wanted, value_set=videos["key"].combine_chunks())).to_pylist())
     numbers = [shard_number(p) for p in storage.list("videos") if p.endswith(".tar")]
-    return owners, set(videos["key"].to_pylist()), (max(numbers) + 1 if numbers else 0)
+    return owners, committed, (max(numbers) + 1 if numbers else 0)
 
 
 def _plan_sources(rows: list[dict], committed: set[str], ledger: Ledger, summary: IngestSummary) -> list[dict]:
@@ -408,7 +422,8 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
     ledger = Ledger(storage, summary.run_id)
     rows = read_manifest(manifest)
     summary.sources = len(rows)
-    owners, committed, next_shard = _committed_state(storage)
+    manifest_keys = [video_id_for(row["url"]) for row in rows if row["url"]]
+    owners, committed, next_shard = _committed_state(storage, manifest_keys)
     todo = _plan_sources(rows, committed, ledger, summary)
     print(f"[longvid] run {summary.run_id}: {len(rows)} sources, {len(todo)} to process, "
           f"{summary.skipped} already committed → {storage.root}", file=log_stream, flush=True)
@@ -458,10 +473,9 @@ def _explain_duplicates_of_failures(ledger: Ledger, summary: IngestSummary) -> N
 
 
 def _clips_written(storage: Storage, ledger: Ledger) -> int:
-    from ..shards.index import read_clips_index
-
-    written = {r["video_id"] for r in ledger.rows if r["action"] == "written"}
+    """Clip rows of the videos this run wrote (an Arrow count over the ``key`` column)."""
+    written = sorted({r["video_id"] for r in ledger.rows if r["action"] == "written"})
     if not written:
         return 0
-    keys = read_clips_index(storage)["key"].to_pylist()
-    return sum(1 for k in keys if k in written)
+    clips = open_index(storage).clips_dataset()
+    return clips.count_rows(filter=pc.field("key").isin(pa.array(written, pa.string())))

@@ -3,11 +3,10 @@
 This room imports nothing else of ours, so trainers and other tools can depend on it alone.
 """
 
+from .catalog import SHARD_TABLE, CompactConfig, DatasetIndex, open_index
+from .compact import update_index
 from .dataset import DATASET_JSON, DatasetError, finalize, list_layers, read_dataset_json
 from .index import (
-    CLIPS_INDEX,
-    VIDEOS_INDEX,
-    consolidate,
     read_clips_index,
     read_index_parts,
     read_videos_index,
@@ -31,10 +30,10 @@ from .storage import LocalStorage, S3Storage, Storage
 from .writer import ShardWriter, encode_json, shard_name
 
 __all__ = [
-    "BUCKET_LABELS", "CLIPS_INDEX", "LAYER_SCHEMA", "layer_dir", "read_layer", "read_layer_meta",
+    "BUCKET_LABELS", "CompactConfig", "DatasetIndex", "SHARD_TABLE", "LAYER_SCHEMA", "layer_dir", "read_layer", "read_layer_meta",
     "write_layer_meta", "write_layer_part", "DATASET_JSON", "DatasetError", "Ledger", "LocalStorage",
     "S3Storage", "SCHEMA_VERSION", "ShardWriter", "Storage", "TOKENS_PER_FRAME", "TRAINING_STAGES",
-    "VIDEOS_INDEX", "clip_id_for", "consolidate", "duration_bucket", "encode_json", "finalize",
+    "clip_id_for", "open_index", "update_index", "duration_bucket", "encode_json", "finalize",
     "frame_indices", "frame_plan", "iter_shard", "iter_tar_samples", "list_layers", "new_run_id",
     "normalise_uri", "read_clips_index", "read_dataset_json", "read_index_parts", "read_ledger",
     "read_member", "read_record", "read_videos_index", "repair_index_parts", "shard_name",

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import time
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from .index import consolidate
+from .catalog import CompactConfig, open_index
+from .compact import update_index
 from .sampling import BUCKET_LABELS
 from .schema import SCHEMA_VERSION
 from .storage import Storage
@@ -45,31 +47,51 @@ def list_layers(storage: Storage) -> dict[str, list[str]]:
     return {name: sorted(versions) for name, versions in sorted(layers.items())}
 
 
-def finalize(storage: Storage) -> dict:
-    """Consolidate the index and (re)write ``dataset.json``; returns its content."""
-    videos, clips = consolidate(storage)
+def bucket_totals(column: pa.ChunkedArray, kind=int) -> dict:
+    """Per-bucket sums of a list column in BUCKET_LABELS order (one row per shard), vectorised."""
+    if len(column) == 0:
+        return {label: kind(0) for label in BUCKET_LABELS}
+    flat = pa.concat_arrays([chunk.flatten() for chunk in column.chunks]).to_numpy(zero_copy_only=False)
+    sums = flat.reshape(len(column), len(BUCKET_LABELS)).sum(axis=0)
+    return {label: kind(n) for label, n in zip(BUCKET_LABELS, sums)}
+
+
+def summary_counts(shards: pa.Table) -> dict:
+    """``dataset.json``'s counts, hours and tokens from the shard table (Arrow, O(shards))."""
+    return {
+        "counts": {
+            "videos": int(pc.sum(shards["videos"]).as_py() or 0),
+            "clips": int(pc.sum(shards["clips"]).as_py() or 0),
+            "shards": int(pc.sum(pc.greater(shards["videos"], 0).cast(pa.int64())).as_py() or 0),
+            "video_buckets": bucket_totals(shards["video_buckets"]),
+            "clip_buckets": bucket_totals(shards["clip_buckets"]),
+        },
+        "hours": round(float(pc.sum(shards["seconds"]).as_py() or 0.0) / 3600.0, 6),
+        "visual_tokens_stage3": int(pc.sum(shards["visual_tokens"]).as_py() or 0),
+    }
+
+
+def finalize(storage: Storage, config: CompactConfig | None = None, repair: bool = False) -> dict:
+    """Bring the index up to date with the parts this run added, then (re)write ``dataset.json``.
+
+    Costs what the run added: new parts are summarised (and compacted when a batch fills); the
+    counts come from the shard table. ``repair`` (``longvid index``) also rebuilds missing parts
+    and drops shards gone from storage. Returns ``dataset.json``'s content.
+    """
+    update_index(storage, config, repair=repair)
+    return write_dataset_json(storage)
+
+
+def write_dataset_json(storage: Storage) -> dict:
+    """(Re)write ``dataset.json`` from the shard table and the layers present; returns it."""
+    shards = open_index(storage).shards
     old = json.loads(storage.read_bytes(DATASET_JSON)) if storage.exists(DATASET_JSON) else {}
-    total_seconds = float(pc.sum(videos["duration"]).as_py() or 0.0)
-    buckets = {label: 0 for label in BUCKET_LABELS}
-    for label in videos["bucket"].to_pylist():
-        buckets[label] += 1
-    clip_buckets = {label: 0 for label in BUCKET_LABELS}
-    for label in clips["bucket"].to_pylist():
-        clip_buckets[label] += 1
     meta = {
         "schema_version": SCHEMA_VERSION,
         "format": "longvid-webdataset",
         "created": old.get("created", time.time()),
         "updated": time.time(),
-        "counts": {
-            "videos": videos.num_rows,
-            "clips": clips.num_rows,
-            "shards": len(set(videos["shard"].to_pylist())),
-            "video_buckets": buckets,
-            "clip_buckets": clip_buckets,
-        },
-        "hours": round(total_seconds / 3600.0, 6),
-        "visual_tokens_stage3": int(pc.sum(videos["visual_tokens"]).as_py() or 0),
+        **summary_counts(shards),
         "layers": list_layers(storage),
     }
     storage.write_bytes(DATASET_JSON, json.dumps(meta, indent=2, sort_keys=True).encode())

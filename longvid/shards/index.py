@@ -1,9 +1,9 @@
 """The index: per-video and per-clip tables that say where every video's bytes lie in the shards.
 
 Each committed shard gets an index part (``index/parts/shard-NNNNNN.{videos,clips}.parquet``)
-written right after the shard is published; ``consolidate`` merges the parts into
-``index/videos.parquet`` and ``index/clips.parquet``. A shard without a part (the run died
-between the two writes) gets its part rebuilt from the shard itself.
+written right after the shard is published: the write path. ``catalog`` (reading) and
+``compact`` (merging parts into batch files and the shard table) build on it. A shard without a
+part (the run died between the two writes) gets its part rebuilt from the shard itself.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from .writer import SHARD_DIR, CommittedShard, WrittenSample
 
 INDEX_DIR = "index"
 PARTS_DIR = f"{INDEX_DIR}/parts"
-VIDEOS_INDEX = f"{INDEX_DIR}/videos.parquet"
-CLIPS_INDEX = f"{INDEX_DIR}/clips.parquet"
+SHARD_BYTES_META = b"longvid.shard_bytes"  # key-value metadata of a videos part: the shard's size
 
 VIDEO_SCHEMA = pa.schema(
     [
@@ -124,9 +123,10 @@ def index_rows(record: dict, sample: WrittenSample) -> tuple[dict, list[dict]]:
     return video_row, clip_rows
 
 
-def _parquet_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
+def _parquet_bytes(rows: list[dict], schema: pa.Schema, metadata: dict | None = None) -> bytes:
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    pq.write_table(table.replace_schema_metadata(metadata) if metadata else table, buf)
     return buf.getvalue()
 
 
@@ -148,7 +148,9 @@ def write_index_part(storage: Storage, shard: CommittedShard, records: dict[str,
         clip_rows.extend(crows)
     vpath, cpath = part_paths(shard.name)
     storage.write_bytes(cpath, _parquet_bytes(clip_rows, CLIP_SCHEMA))
-    storage.write_bytes(vpath, _parquet_bytes(video_rows, VIDEO_SCHEMA))  # last: marks the part whole
+    # the shard's size rides in the videos part so building the shard table needs no HEAD per shard
+    meta = {SHARD_BYTES_META: str(shard.bytes).encode()}
+    storage.write_bytes(vpath, _parquet_bytes(video_rows, VIDEO_SCHEMA, meta))  # last: marks the part whole
 
 
 def rebuild_index_part(storage: Storage, shard: str) -> None:
@@ -191,29 +193,21 @@ def repair_index_parts(storage: Storage) -> list[str]:
 
 
 def read_index_parts(storage: Storage) -> tuple[pa.Table, pa.Table]:
-    """Videos and clips of every committed shard (parts only: always current)."""
-    paths = storage.list(PARTS_DIR)
-    videos = [_read_parquet(storage, p) for p in paths if p.endswith(".videos.parquet")]
-    clips = [_read_parquet(storage, p) for p in paths if p.endswith(".clips.parquet")]
-    vt = pa.concat_tables(videos).cast(VIDEO_SCHEMA) if videos else VIDEO_SCHEMA.empty_table()
-    ct = pa.concat_tables(clips).cast(CLIP_SCHEMA) if clips else CLIP_SCHEMA.empty_table()
-    return vt, ct
+    """Every video and clip row of the dataset (small datasets and tests only: O(rows) memory).
 
+    Kept for callers that have not moved to :func:`longvid.shards.catalog.open_index` yet; reads
+    through the shard table (compacted files and pending parts), never the old consolidated files.
+    """
+    from .catalog import open_index
 
-def consolidate(storage: Storage) -> tuple[pa.Table, pa.Table]:
-    """Merge the parts into ``index/videos.parquet`` and ``index/clips.parquet`` (sorted by key)."""
-    repair_index_parts(storage)
-    videos, clips = read_index_parts(storage)
-    videos = videos.sort_by([("shard", "ascending"), ("media_offset", "ascending")])
-    clips = clips.sort_by([("key", "ascending"), ("start", "ascending")])
-    storage.write_bytes(CLIPS_INDEX, _parquet_bytes(clips.to_pylist(), CLIP_SCHEMA))
-    storage.write_bytes(VIDEOS_INDEX, _parquet_bytes(videos.to_pylist(), VIDEO_SCHEMA))
-    return videos, clips
+    return open_index(storage).read_all()
 
 
 def read_videos_index(storage: Storage) -> pa.Table:
-    return _read_parquet(storage, VIDEOS_INDEX)
+    """All video rows, sorted by (shard, key): small datasets and tests only."""
+    return read_index_parts(storage)[0]
 
 
 def read_clips_index(storage: Storage) -> pa.Table:
-    return _read_parquet(storage, CLIPS_INDEX)
+    """All clip rows, sorted by (shard, key, start): small datasets and tests only."""
+    return read_index_parts(storage)[1]

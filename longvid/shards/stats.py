@@ -1,49 +1,61 @@
 """Dataset statistics: hours, counts, duration buckets and annotation layers, as a dict, as text
 and as a self-contained HTML page (inline SVG histogram, no plotting library).
 
-Reads the index parts and layer files only; never writes into the dataset except the report a
+Reads the shard table (O(shards)) and layer files only; a row-level figure such as the duration
+histogram is a one-column Arrow scan accumulated per batch; never writes into the dataset except the report a
 caller asks for.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import os
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .dataset import list_layers, read_dataset_json
-from .index import read_index_parts
+from .catalog import DatasetIndex, arrow_filesystem, open_index
+from .dataset import bucket_totals, list_layers, read_dataset_json, summary_counts
 from .layers import layer_dir, layer_parts, read_layer_meta
 from .sampling import BUCKET_LABELS
 from .storage import Storage, is_s3, split_s3
 
 
-def _bucket_rows(videos: list[dict], clips: list[dict]) -> list[dict]:
-    def empty(label: str) -> dict:
-        return {"bucket": label, "videos": 0, "video_hours": 0.0, "clips": 0, "clip_hours": 0.0}
+def _bucket_rows(shards: pa.Table) -> list[dict]:
+    """Per duration bucket: videos, clips and their hours, summed over the shard table (O(shards))."""
+    videos, clips = bucket_totals(shards["video_buckets"]), bucket_totals(shards["clip_buckets"])
+    video_s = bucket_totals(shards["video_bucket_seconds"], float)
+    clip_s = bucket_totals(shards["clip_bucket_seconds"], float)
+    return [{"bucket": label, "videos": videos[label], "video_hours": video_s[label] / 3600.0,
+             "clips": clips[label], "clip_hours": clip_s[label] / 3600.0} for label in BUCKET_LABELS]
 
-    rows = {label: empty(label) for label in BUCKET_LABELS}
-    for items, count, hours in ((videos, "videos", "video_hours"), (clips, "clips", "clip_hours")):
-        for item in items:
-            row = rows.setdefault(item["bucket"], empty(item["bucket"]))
-            row[count] += 1
-            row[hours] += item["duration"] / 3600.0
-    return list(rows.values())
+
+def duration_histogram(index: DatasetIndex, unit: str = "clips", bins: int = 64,
+                       max_seconds: float = 4 * 3600.0) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, bin edges) of ``duration`` over every video or clip row: a scan of one column,
+    accumulated per record batch (memory: one batch)."""
+    dataset = index.clips_dataset() if unit == "clips" else index.videos_dataset()
+    edges = np.linspace(0.0, max_seconds, bins + 1)
+    counts = np.zeros(bins, dtype=np.int64)
+    for batch in dataset.to_batches(columns=["duration"]):
+        values = batch.column(0).to_numpy(zero_copy_only=False)
+        counts += np.histogram(np.clip(values, 0.0, max_seconds), bins=edges)[0]
+    return counts, edges
 
 
 def layer_stats(storage: Storage, layer: str, version: str) -> dict:
     """Row counts of one layer version and what its ``layer.json`` says produced it."""
-    rows = video_rows = 0
-    keys: set[str] = set()
+    rows = video_rows = videos = 0
     parts = layer_parts(storage, layer, version)
-    for part in parts:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(part)), columns=["key", "clip_id"])
+    fs, base = arrow_filesystem(storage)
+    for part in parts:  # two columns' chunks only (the values are most of a layer's bytes)
+        table = pq.read_table(f"{base}/{part}", filesystem=fs, columns=["key", "clip_id"])
         rows += table.num_rows
         video_rows += table["clip_id"].null_count
-        keys.update(table["key"].to_pylist())
+        videos += pc.count_distinct(table["key"]).as_py()  # a video's rows live in one part
     has_meta = storage.exists(f"{layer_dir(layer, version)}/layer.json")
     meta = read_layer_meta(storage, layer, version) if has_meta else {}
     return {
@@ -52,7 +64,7 @@ def layer_stats(storage: Storage, layer: str, version: str) -> dict:
         "rows": rows,
         "clip_rows": rows - video_rows,
         "video_rows": video_rows,
-        "videos": len(keys),
+        "videos": videos,
         "parts": len(parts),
         "producer": meta.get("producer"),
         "status": meta.get("status"),
@@ -60,24 +72,19 @@ def layer_stats(storage: Storage, layer: str, version: str) -> dict:
 
 
 def dataset_stats(storage: Storage) -> dict:
-    """Everything ``longvid stats`` reports, as plain JSON-able data (counts from the index parts)."""
+    """Everything ``longvid stats`` reports, as plain JSON-able data (counts from the shard table)."""
     meta = read_dataset_json(storage)
-    videos_table, clips_table = read_index_parts(storage)
-    videos = videos_table.select(["key", "shard", "duration", "bucket", "visual_tokens"]).to_pylist()
-    clips = clips_table.select(["duration", "bucket"]).to_pylist()
+    shards = open_index(storage).shards
+    summary = summary_counts(shards)
     return {
         "dataset": storage.root,
         "name": dataset_name(storage.root),
         "schema_version": meta.get("schema_version"),
-        "hours": sum(v["duration"] for v in videos) / 3600.0,
-        "clip_hours": sum(c["duration"] for c in clips) / 3600.0,
-        "counts": {
-            "videos": len(videos),
-            "clips": len(clips),
-            "shards": len({v["shard"] for v in videos}),
-        },
-        "visual_tokens_stage3": sum(v["visual_tokens"] for v in videos),
-        "buckets": _bucket_rows(videos, clips),
+        "hours": float(pc.sum(shards["seconds"]).as_py() or 0.0) / 3600.0,
+        "clip_hours": float(pc.sum(shards["clip_seconds"]).as_py() or 0.0) / 3600.0,
+        "counts": {key: summary["counts"][key] for key in ("videos", "clips", "shards")},
+        "visual_tokens_stage3": summary["visual_tokens_stage3"],
+        "buckets": _bucket_rows(shards),
         "layers": [layer_stats(storage, name, version)
                    for name, versions in list_layers(storage).items() for version in versions],
     }

@@ -25,7 +25,7 @@ def test_s3_to_s3(ray_session, s3_bucket, sample_videos):
     assert (summary.written, summary.failed) == (2, 1)
     storage = Storage.for_uri(out)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="datasets/one/")["Contents"]}
-    assert "datasets/one/dataset.json" in keys and "datasets/one/index/videos.parquet" in keys
+    assert "datasets/one/dataset.json" in keys and "datasets/one/index/shards.parquet" in keys
     assert any(k.startswith("datasets/one/videos/shard-") and k.endswith(".tar") for k in keys)
     videos = read_videos_index(storage).to_pylist()
     for v in videos:
