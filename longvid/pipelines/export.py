@@ -23,7 +23,7 @@ import yaml
 
 from ..shards.conversation import IMAGE_TOKEN, Annotations, clip_turns, parse_layer_refs, video_turns
 from ..shards.dataset import list_layers, read_dataset_json
-from ..shards.index import CLIP_SCHEMA, PARTS_DIR, VIDEO_SCHEMA, part_paths
+from ..shards.catalog import DatasetIndex, open_index
 from ..shards.layers import read_layer
 from ..shards.reader import split_member_name
 from ..shards.sampling import BUCKET_LABELS, STAGES_BY_NAME, num_sampled_frames, time_prompt
@@ -155,33 +155,30 @@ def _slices(sorted_column: pa.ChunkedArray) -> dict[str, tuple[int, int]]:
     return out
 
 
-def read_shard_rows(storage: Storage, shard: str) -> tuple[list[dict], list[dict]]:
-    """One shard's ok videos (by key) and its clips (by key, start): bounded Python rows."""
-    import io
-
-    import pyarrow.parquet as pq
-
-    vpath, cpath = part_paths(shard)
-    videos = pq.read_table(io.BytesIO(storage.read_bytes(vpath))).cast(VIDEO_SCHEMA)
-    clips = pq.read_table(io.BytesIO(storage.read_bytes(cpath))).cast(CLIP_SCHEMA)
-    videos = videos.filter(pc.equal(videos["status"], "ok")).sort_by("key")
-    return videos.to_pylist(), clips.sort_by([("key", "ascending"), ("start", "ascending")]).to_pylist()
+GROUP_SHARDS = 64  # shards whose index rows are read together: one scan of their compacted file, bounded rows
 
 
-def index_shards(storage: Storage) -> list[str]:
-    """Shards that have a whole index part (the videos part is written last)."""
-    return sorted(f"videos/{p.rsplit('/', 1)[-1][: -len('.videos.parquet')]}.tar"
-                  for p in storage.list(PARTS_DIR) if p.endswith(".videos.parquet"))
+def shard_groups(index: DatasetIndex) -> Iterator[list[str]]:
+    names = sorted(index.shard_names)
+    for i in range(0, len(names), GROUP_SHARDS):
+        yield names[i:i + GROUP_SHARDS]
 
 
-def key_shard_table(storage: Storage, shards: list[str]) -> pa.Table:
+def read_group_rows(index: DatasetIndex, shards: list[str]) -> dict[str, tuple[list[dict], list[dict]]]:
+    """shard → (its ok videos by key, its clips by key and start), for one group of shards."""
+    videos = index.read_videos(shards, filter=pc.field("status") == "ok")
+    clips = index.read_clips(shards)
+    out: dict[str, tuple[list[dict], list[dict]]] = {s: ([], []) for s in shards}
+    for v in videos.to_pylist():  # bounded: GROUP_SHARDS shards' rows
+        out[v["shard"]][0].append(v)
+    for c in clips.to_pylist():
+        out[c["shard"]][1].append(c)
+    return out
+
+
+def key_shard_table(index: DatasetIndex) -> pa.Table:
     """key → shard for every video: two string columns, Arrow only."""
-    import io
-
-    import pyarrow.parquet as pq
-
-    parts = [pq.read_table(io.BytesIO(storage.read_bytes(part_paths(s)[0])), columns=["key", "shard"]) for s in shards]
-    return pa.concat_tables(parts) if parts else pa.table({"key": pa.array([], pa.string()), "shard": pa.array([], pa.string())})
+    return index.videos_dataset().to_table(columns=["key", "shard"])
 
 
 @dataclass
@@ -321,12 +318,12 @@ def _check_out_and_root(out: str, config: LlavaExportConfig) -> tuple[str, str]:
     return out_dir, root
 
 
-def _export_shard(storage: Storage, shard: str, config: LlavaExportConfig, ann: ShardAnnotations,
-                  builder: RecordBuilder, files: JsonlFiles, media, data_root: str, missing: list[str]) -> None:
+def _export_shard(shard: str, videos: list[dict], clips: list[dict], config: LlavaExportConfig,
+                  ann: ShardAnnotations, builder: RecordBuilder, files: JsonlFiles, media, data_root: str,
+                  missing: list[str]) -> None:
     """Records of one shard into the JSONL files, and its media jobs (or existence checks)."""
     from .export_media import clip_file
 
-    videos, clips = read_shard_rows(storage, shard)
     annotations = ann.for_shard(shard)
     clips_of: dict[str, list[dict]] = {}
     for c in clips:
@@ -371,8 +368,8 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
     storage = Storage.for_uri(dataset)
     read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
     layers = resolve_layers(storage, list(config.layers))
-    shards = index_shards(storage)
-    ann = ShardAnnotations(storage, layers, key_shard_table(storage, shards))
+    index = open_index(storage)
+    ann = ShardAnnotations(storage, layers, key_shard_table(index))
     budget = TextBudget(config.max_text_tokens, config.tokenizer, config.tokenizer_path)
     builder = RecordBuilder(config, budget)
     os.makedirs(out_dir, exist_ok=True)
@@ -382,8 +379,9 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
     try:
         media = MediaJobs(storage.root, out_dir) if write_media else None
         try:
-            for shard in shards:  # shard by shard: one shard's rows and annotations in memory
-                _export_shard(storage, shard, config, ann, builder, files, media, data_root, missing)
+            for group in shard_groups(index):  # a group's index rows, then shard by shard
+                for shard, (videos, clips) in read_group_rows(index, group).items():
+                    _export_shard(shard, videos, clips, config, ann, builder, files, media, data_root, missing)
             media_summary = media.finish() if media is not None else None
         except BaseException:
             files.abort()
