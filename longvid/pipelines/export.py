@@ -25,7 +25,6 @@ from ..shards.conversation import IMAGE_TOKEN, Annotations, clip_turns, parse_la
 from ..shards.dataset import list_layers, read_dataset_json
 from ..shards.catalog import DatasetIndex, open_index
 from ..shards.layers import read_layer
-from ..shards.reader import split_member_name
 from ..shards.sampling import BUCKET_LABELS, STAGES_BY_NAME, num_sampled_frames, time_prompt
 from ..shards.storage import LocalStorage, Storage, is_s3
 from .text_budget import TextBudget
@@ -278,10 +277,9 @@ class JsonlFiles:
 
 def video_path(video: dict) -> str:
     """The record's ``video`` for a whole video: ``videos/<key>.<ext>`` (ext of the shard member)."""
-    from .export_media import VIDEO_DIR
+    from .export_media import video_file
 
-    key, ext = split_member_name(video["media_member"])
-    return f"{VIDEO_DIR}/{key}.{ext}"
+    return video_file(video)
 
 
 def data_yaml(files: list[tuple[str, str, str]], config: LlavaExportConfig, data_root: str, out_dir: str,

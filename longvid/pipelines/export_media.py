@@ -16,6 +16,7 @@ import uuid
 import ray
 
 from ..annotators.clip_media import ClipSpan, write_clip_files
+from ..shards.reader import split_member_name
 from ..shards.storage import Storage
 
 COPY_CHUNK = 64 * 1024 * 1024  # bytes per ranged read: bounded memory while copying a long video
@@ -24,8 +25,10 @@ CLIP_DIR = "clips"
 MAX_IN_FLIGHT = 64  # media tasks queued at once: bounds driver memory, keeps every CPU busy
 
 
-def video_file(key: str) -> str:
-    return f"{VIDEO_DIR}/{key}.mp4"
+def video_file(video: dict) -> str:
+    """``videos/<key>.<ext>``: the member's own extension (mp4 unless ingested with write.media=source)."""
+    key, ext = split_member_name(video["media_member"])
+    return f"{VIDEO_DIR}/{key}.{ext}"
 
 
 def clip_file(clip_id: str) -> str:
@@ -66,7 +69,7 @@ def write_video_media(root: str, video: dict, clips: list[dict], out_dir: str, w
     """
     storage = Storage.for_uri(root)
     result = {"videos": {}, "clips": {}}
-    target = os.path.join(out_dir, video_file(video["key"]))
+    target = os.path.join(out_dir, video_file(video))
     need_whole = whole and not _present(target, video["media_size"])
     spans = [ClipSpan(c["clip_id"], c["start_frame"], c["end_frame"], os.path.join(out_dir, clip_file(c["clip_id"])))
              for c in clips]

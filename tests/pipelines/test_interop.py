@@ -163,3 +163,38 @@ def test_energon_loader_opens_the_dataset_after_export_energon(dataset, capsys):
                            max_samples_per_sequence=None, task_encoder=Encoder(), repeat=False)
     samples = [s for batch in get_loader(ds, worker_config=config) for s in batch]
     check_every_sample(dataset, ((s.__key__, s.media, s.record) for s in samples))
+
+
+def test_write_media_source_keeps_the_source_bytes_and_av_export_is_refused(ray_session, tmp_path, capsys):
+    import hashlib
+
+    from longvid.shards.layers import write_layer_meta, write_layer_part
+
+    path = str(tmp_path / "src.mkv")
+    write_video(path, [30, 30], fps=10, width=64, height=48, codec="hevc")
+    config = IngestConfig(segment=SegmentConfig(clips=ClipConfig(min_seconds=1.0, max_seconds=4.0)),
+                          ray=RayConfig(progress_bars=False))
+    config.write.media = "source"
+    out = str(tmp_path / "dataset")
+    assert run_ingest(write_manifest(str(tmp_path / "m.jsonl"), [path]), out, config).written == 1
+    storage = LocalStorage(out)
+    (v,) = read_videos_index(storage).to_pylist()
+    assert v["media_member"].endswith(".mkv")
+    member = storage.read_range(v["shard"], v["media_offset"], v["media_size"])
+    assert hashlib.sha256(member).hexdigest() == v["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    write_layer_part(storage, "writer", "v1", "part-0", [
+        {"key": v["key"], "clip_id": None, "start": 0.0, "end": v["duration"], "value_type": "text",
+         "producer": "p", "value": "Two scenes."}])
+    write_layer_meta(storage, "writer", "v1", {"producer": "test"})
+    llava = tmp_path / "llava"
+    assert main(["export", "llava", out, "--out", str(llava), "--unit", "video", "--video-read-type", "av"]) == 2
+    assert "--video-read-type av needs MP4" in capsys.readouterr().err
+    assert main(["export", "llava", out, "--out", str(llava), "--unit", "video"]) == 0  # decord reads MKV
+    assert open(llava / "videos" / f"{v['key']}.mkv", "rb").read() == member
+
+
+def test_a_bad_write_media_setting_is_refused():
+    config = IngestConfig()
+    config.write.media = "webm"
+    with pytest.raises(ValueError, match="write.media must be one of mp4, source"):
+        run_ingest("unused.jsonl", "unused", config)
