@@ -56,7 +56,7 @@ class WriteConfig:
     # mp4: every media member is KEY.mp4, remuxed by stream copy (same frames and timestamps; one
     # extension per dataset is what HF datasets / Ray Data need, faststart serves ranged reads).
     # source: keep the source bytes and container (for users who must ship the originals).
-    media: str = "mp4"
+    media: str = "mp4"  # mp4 (remux, stream copy: one member extension per dataset) | source (keep the source bytes)
 
     def check(self) -> None:
         if self.media not in MEDIA_CHOICES:
