@@ -53,11 +53,21 @@ def dataset(tmp_path_factory):
     captions = [{"key": c["key"], "clip_id": c["clip_id"], "start": c["start"], "end": c["end"],
                  "value": f"caption of {c['clip_id']}", "value_type": "text", "producer": "test"}
                 for c in clips.to_pylist() if c["key"] != keys[UNCAPTIONED]]
-    write_layer_part(storage, "caption", "v1", "part-0", captions)
+    shard_of = {v["key"]: v["shard"] for v in videos.to_pylist()}
+    write_by_shard(storage, "caption", "v1", captions, shard_of)
     summaries = [{"key": k, "clip_id": None, "start": 0.0, "end": 1.0, "producer": "test", "value_type": "json",
                   "value": json.dumps({"task": "summary", "text": f"summary of {k}"})} for k in keys[:2]]
-    write_layer_part(storage, "writer", "v1", "part-0", summaries)
+    write_by_shard(storage, "writer", "v1", summaries, shard_of)
     return {"root": root, "paths": dict(zip(keys, paths)), "videos": videos.to_pylist(), "clips": clips.to_pylist()}
+
+
+def write_by_shard(storage, layer, version, rows, shard_of) -> None:
+    """Layer parts named after their video shard (``<shard-base>-0000``), as `longvid annotate` writes."""
+    by_shard: dict[str, list[dict]] = {}
+    for row in rows:
+        by_shard.setdefault(shard_of[row["key"]], []).append(row)
+    for shard, part in by_shard.items():
+        write_layer_part(storage, layer, version, shard.rsplit("/", 1)[-1][: -len(".tar")] + "-0000", part)
 
 
 def stream(root, rank=0, world_size=1, **options) -> ShardStream:
@@ -208,7 +218,7 @@ def test_conversations_come_from_layers_and_unannotated_samples_are_counted(data
     s = stream(dataset["root"], unit="clip", layers=["caption/v1"], decode=False, epochs=1)
     samples = list(s)
     uncaptioned = [c for c in dataset["clips"] if c["key"] == list(dataset["paths"])[UNCAPTIONED]]
-    assert uncaptioned and s.skipped == {"no annotation": len(uncaptioned)}
+    assert uncaptioned and s.stats()["dropped"] == {"no annotation": len(uncaptioned)} and s.skipped == {}
     assert len(samples) == len(dataset["clips"]) - len(uncaptioned)
     conv = samples[0]["conversations"]
     assert conv[0]["value"].startswith("<image>\nThe video lasts for") and conv[1]["value"].startswith("caption of")
@@ -283,3 +293,225 @@ def test_trainer_runs_on_the_stream(dataset, tmp_path):
     resumed = training_source(stage, rank=0, world_size=1, seed=0, workers=2, **copy.deepcopy(options))
     resumed.load_state_dict(json.loads(json.dumps(loader.state_dict())))
     assert head + [s["__key__"] for s in itertools.islice(iter(resumed), 3)] == straight
+
+
+# -- 8. corpus-shaped index: ranks, world-size changes, even counts, filters, memory, S3 requests --
+SHARDS, VIDEOS_PER_SHARD, CLIPS_PER_VIDEO = 11, 5, 3  # 165 clips: no world size below divides it
+
+
+def synthetic_dataset(root: str, shards: int = SHARDS) -> str:
+    """A synthetic index (real schemas, stub media) with its shard table: decode=False streams only."""
+    from longvid.shards.compact import update_index
+    from longvid.synthetic_index import write_synthetic_shard
+
+    storage = Storage.for_uri(root)
+    for number in range(shards):
+        write_synthetic_shard(storage, number, VIDEOS_PER_SHARD, CLIPS_PER_VIDEO, stub_bytes=0)
+    update_index(storage)
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = synthetic_dataset(str(tmp_path_factory.mktemp("corpus") / "ds"))
+    clips = read_index_parts(Storage.for_uri(root))[1]
+    return {"root": root, "clips": clips["clip_id"].to_pylist(), "start": clips["start"].to_pylist()}
+
+
+def corpus_stream(root, rank=0, world_size=1, **options) -> ShardStream:
+    options = {"unit": "clip", "decode": False, "epochs": 1, "seed": 11, "shard_group": 2, **options}
+    return stream(root, rank=rank, world_size=world_size, **options)
+
+
+def real_keys(items) -> list[str]:
+    return [s["__key__"] for s in items if not s.get("padding")]
+
+
+@pytest.mark.parametrize("even", ["pad", "drop"])
+def test_every_rank_yields_the_same_count_and_each_clip_comes_once(corpus, even):
+    world, total = 4, len(corpus["clips"])
+    per_rank = [list(corpus_stream(corpus["root"], r, world, even_ranks=even)) for r in range(world)]
+    counts = {len(items) for items in per_rank}
+    assert counts == {-(-total // world) if even == "pad" else total // world}  # no DDP hang at the end
+    keys = [k for items in per_rank for k in real_keys(items)]
+    assert len(keys) == len(set(keys))
+    if even == "pad":
+        assert sorted(keys) == sorted(corpus["clips"])
+        padding = [s for items in per_rank for s in items if s.get("padding")]
+        assert len(padding) == world * counts.pop() - total and all(p["__key__"] in keys for p in padding)
+    else:
+        assert len(keys) == world * (total // world) and set(keys) <= set(corpus["clips"])
+    # dataloader workers keep the order and the equal count; a plain run of rank 3 is the reference
+    loader = corpus_stream(corpus["root"], 3, world, even_ranks=even).loader(num_workers=2)
+    assert [s["__key__"] for s in loader] == [s["__key__"] for s in per_rank[3]]
+
+
+def consume(s, count) -> list[dict]:
+    return list(itertools.islice(iter(s), count))
+
+
+def test_resume_on_another_world_size_delivers_every_sample_once(corpus):
+    root = corpus["root"]
+    mix = [SourceSpec(root, 0.7, unit="clip"), SourceSpec(root, 0.3, unit="video")]
+
+    def ident(items):
+        return sorted((s["source"], s["__key__"]) for s in items if not s.get("padding"))
+
+    for sources in (None, mix):
+        options = {"sources": sources} if sources else {}
+        seen = []
+        # two ranks stop at different positions (a token-budget trainer consumes unevenly), same step
+        first = [corpus_stream(root, r, 2, **options) for r in range(2)]
+        for s, count in zip(first, (23, 17)):
+            seen += consume(s, count)
+        states = json.loads(json.dumps({"ranks": [s.state_dict() for s in first]}))
+        with pytest.raises(ValueError, match="pass every rank's state"):
+            corpus_stream(root, 0, 3, **options).load_state_dict(states["ranks"][0])
+        second = [corpus_stream(root, r, 3, **options) for r in range(3)]
+        for s, count in zip(second, (5, 9, 2)):
+            s.load_state_dict(states)
+            seen += consume(s, count)
+        states = json.loads(json.dumps({"ranks": [s.state_dict() for s in second]}))
+        rest = []
+        for r in range(2):  # and back to two ranks, to the end of the epoch
+            s = corpus_stream(root, r, 2, **options)
+            s.load_state_dict(states)
+            rest.append(list(s))
+        assert len(rest[0]) == len(rest[1])
+        seen += rest[0] + rest[1]
+        expected = ident(corpus_stream(root, **options)) if sources else sorted(
+            (f"{root}[clip]", k) for k in corpus["clips"])
+        assert len(expected) > 100 and ident(seen) == expected  # none lost, none twice
+
+
+def test_resume_across_groups_and_epochs_repeats_the_uninterrupted_order(corpus):
+    straight = [s["__key__"] for s in corpus_stream(corpus["root"], epochs=2)]
+    assert len(straight) == 2 * len(corpus["clips"]) and straight[:165] != straight[165:]
+    for k in (1, 29, 31, 164, 166, 300):  # inside a group, at group edges, across the epoch edge
+        first = corpus_stream(corpus["root"], epochs=2)
+        head = [s["__key__"] for s in consume(first, k)]
+        state = json.loads(json.dumps(first.state_dict()))
+        again = corpus_stream(corpus["root"], epochs=2)
+        again.load_state_dict(state)
+        assert head + [s["__key__"] for s in again] == straight, k
+
+
+def test_a_state_of_the_previous_order_version_is_refused(corpus):
+    s = corpus_stream(corpus["root"])
+    consume(s, 3)
+    state = s.state_dict()
+    state["recipe"] = dict(state["recipe"], order_version=1)
+    with pytest.raises(ValueError, match="different stream recipe.*order_version"):
+        corpus_stream(corpus["root"]).load_state_dict(state)
+
+
+def test_the_where_filter_removes_exactly_what_the_predicate_says(corpus, dataset):
+    from longvid.shards.where import WhereError
+
+    spec = SourceSpec(corpus["root"], where="start >= 15 and start < 30")
+    keys = [s["__key__"] for s in corpus_stream(corpus["root"], sources=[spec])]
+    assert sorted(keys) == sorted(c for c, start in zip(corpus["clips"], corpus["start"]) if 15 <= start < 30)
+    with pytest.raises(WhereError, match=r"names column\(s\) \['motion_score'\]"):
+        corpus_stream(corpus["root"], sources=[SourceSpec(corpus["root"], where="motion_score > 0.02")])
+    # on real video rows: the long video alone, by duration
+    long_only = stream(dataset["root"], sources=[SourceSpec(dataset["root"], where="duration > 30")], epochs=1,
+                       decode=False)
+    assert [s["__key__"] for s in long_only] == [v["key"] for v in dataset["videos"] if v["duration"] > 30]
+
+
+def test_memory_holds_the_shard_table_and_a_few_groups_only(tmp_path):
+    root = synthetic_dataset(str(tmp_path / "ds"), shards=40)
+    per_shard_rows = VIDEOS_PER_SHARD * (1 + CLIPS_PER_VIDEO)  # a clip source reads video and clip rows
+    s = corpus_stream(root, shard_group=2)
+    consume(s, 5)
+    source = s.sources[0]
+    assert s.stats()["index_rows_read"] <= 2 * 2 * per_shard_rows  # the first group + the prefetched next
+    walked = consume(s, 10_000)
+    assert len(walked) + 5 == 40 * VIDEOS_PER_SHARD * CLIPS_PER_VIDEO
+    assert len(source._groups) <= 3 and all(g.table.num_rows <= 2 * 15 for g in source._groups.values())
+    assert s.stats()["index_rows_read"] == 40 * per_shard_rows  # each group read once in the epoch
+
+
+class CountingProxy:
+    """An HTTP proxy in front of the moto server that counts the requests (method, path)."""
+
+    def __init__(self, upstream: str):
+        import http.client
+        import http.server
+        import threading
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                requests.append((self.command, self.path.split("?")[0]))
+                conn = http.client.HTTPConnection(target.hostname, target.port)
+                conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                reply = conn.getresponse()
+                data = reply.read()
+                self.send_response(reply.status)
+                for name, value in reply.getheaders():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                head = self.command == "HEAD" and reply.getheader("Content-Length")
+                self.send_header("Content-Length", head or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_opening_on_s3_costs_requests_that_do_not_grow_with_the_shards(tmp_path, s3_bucket, monkeypatch):
+    import boto3
+
+    client = boto3.client("s3")
+    for shards in (8, 32):
+        root = synthetic_dataset(str(tmp_path / f"ds{shards}"), shards=shards)
+        for folder, _, files in os.walk(root):
+            for name in files:
+                path = os.path.join(folder, name)
+                client.upload_file(path, s3_bucket, f"ds{shards}/" + os.path.relpath(path, root))
+    proxy = CountingProxy(os.environ["AWS_ENDPOINT_URL"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    counts = {}
+    try:
+        for shards in (8, 32):
+            proxy.requests.clear()
+            remote = corpus_stream(f"s3://{s3_bucket}/ds{shards}", shard_group=2)
+            first = next(iter(remote))
+            remote.quiesce()
+            counts[shards] = list(proxy.requests)
+            local = corpus_stream(str(tmp_path / f"ds{shards}"), shard_group=2)
+            assert first["__key__"] == next(iter(local))["__key__"]
+        # exactly once over 2 ranks x 2 workers, and a 2 -> 3 rank resume, on S3 as locally
+        remote_root, local_root = f"s3://{s3_bucket}/ds8", str(tmp_path / "ds8")
+        everything = sorted(s["__key__"] for s in corpus_stream(local_root))
+        ranks = [corpus_stream(remote_root, r, 2) for r in range(2)]
+        seen = [s["__key__"] for s in ranks[0].loader(num_workers=2)] + real_keys(consume(ranks[1], 7))
+        states = {"ranks": [s.state_dict() for s in ranks]}
+        for r in range(3):
+            resumed = corpus_stream(remote_root, r, 3)
+            resumed.load_state_dict(states)
+            seen += real_keys(resumed)
+        assert sorted(seen) == everything
+    finally:
+        proxy.server.shutdown()
+    for shards, requests in counts.items():
+        assert sum(path.endswith("index/shards.parquet") for _, path in requests) == 1, requests
+        assert not any("/videos/" in path for _, path in requests), requests  # no media, no listing
+        assert not any(method == "GET" and path.rstrip("/").endswith(s3_bucket) for method, path in requests)
+    assert 0 < len(counts[32]) <= len(counts[8]) + 2, counts  # the shard table and two groups, at any size
