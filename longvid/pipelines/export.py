@@ -60,6 +60,7 @@ class LlavaExportConfig:
     max_text_tokens: int = 24576  # the peer's 32768 model_max_length less 512 frames x 16 visual tokens
     tokenizer: str = "Qwen/Qwen2-7B-Instruct"  # counts text tokens; the peer's LLMs are Qwen2/2.5 (same tokenizer)
     tokenizer_path: str | None = None  # a local tokenizer folder, tried first (no hub is reached)
+    where: str | None = None  # filter over video index columns (e.g. "duration > 60"); clips follow their video
 
     def check(self) -> None:
         if self.unit not in UNITS:
@@ -163,10 +164,15 @@ def shard_groups(index: DatasetIndex) -> Iterator[list[str]]:
         yield names[i:i + GROUP_SHARDS]
 
 
-def read_group_rows(index: DatasetIndex, shards: list[str]) -> dict[str, tuple[list[dict], list[dict]]]:
-    """shard → (its ok videos by key, its clips by key and start), for one group of shards."""
+def read_group_rows(index: DatasetIndex, shards: list[str],
+                    where: pc.Expression | None = None) -> dict[str, tuple[list[dict], list[dict]]]:
+    """shard → (its ok videos by key, its clips by key and start), for one group of shards;
+    ``where`` filters the videos (clips of a video filtered out are dropped with it)."""
     videos = index.read_videos(shards, filter=pc.field("status") == "ok")
+    if where is not None:
+        videos = videos.filter(where)
     clips = index.read_clips(shards)
+    clips = clips.filter(pc.is_in(clips["key"], videos["key"]))
     out: dict[str, tuple[list[dict], list[dict]]] = {s: ([], []) for s in shards}
     for v in videos.to_pylist():  # bounded: GROUP_SHARDS shards' rows
         out[v["shard"]][0].append(v)
@@ -367,6 +373,7 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
     read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
     layers = resolve_layers(storage, list(config.layers))
     index = open_index(storage)
+    where = _compile_where(config.where)
     ann = ShardAnnotations(storage, layers, key_shard_table(index))
     budget = TextBudget(config.max_text_tokens, config.tokenizer, config.tokenizer_path)
     builder = RecordBuilder(config, budget)
@@ -378,7 +385,7 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
         media = MediaJobs(storage.root, out_dir) if write_media else None
         try:
             for group in shard_groups(index):  # a group's index rows, then shard by shard
-                for shard, (videos, clips) in read_group_rows(index, group).items():
+                for shard, (videos, clips) in read_group_rows(index, group, where).items():
                     _export_shard(shard, videos, clips, config, ann, builder, files, media, data_root, missing)
             media_summary = media.finish() if media is not None else None
         except BaseException:
@@ -411,6 +418,21 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
     }
     log(format_summary(summary))
     return summary
+
+
+def _compile_where(text: str | None) -> pc.Expression | None:
+    """The --where filter as an Arrow expression, checked against the video index columns."""
+    if not text:
+        return None
+    from ..shards.index import VIDEO_SCHEMA
+    from ..shards.where import WhereError, check_columns, compile_where
+
+    try:
+        where = compile_where(text)
+        check_columns(where, VIDEO_SCHEMA.names, "video index")
+    except WhereError as exc:
+        raise ExportError(str(exc)) from None
+    return where.expression
 
 
 def _check_before_commit(files: JsonlFiles, counts: dict, config: LlavaExportConfig, data_root: str,

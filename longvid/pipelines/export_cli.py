@@ -95,6 +95,9 @@ def _register_export(subparsers) -> None:
                              f"(default: {defaults.tokenizer}; if it is not there: 4 characters a token)")
     parser.add_argument("--tokenizer-path", default=None, metavar="DIR",
                         help="a local tokenizer folder, tried before --tokenizer")
+    parser.add_argument("--where", default=None, metavar="FILTER",
+                        help="export only videos whose index row passes, e.g. \"duration > 60 and width >= 640\" "
+                             "(their clips follow); never evaluated as code")
     parser.set_defaults(func=main_export_llava)
     _register_energon(formats)
 
@@ -157,7 +160,7 @@ def main_export_llava(args: argparse.Namespace) -> int:
         layers=list(args.layers), unit=args.unit, stage=args.stage, time_prompt=args.time_prompt,
         data_root=args.data_root, video_read_type=args.video_read_type, sampling_strategy=args.sampling_strategy,
         json_root=args.json_root, max_text_tokens=args.max_text_tokens, tokenizer=args.tokenizer,
-        tokenizer_path=args.tokenizer_path,
+        tokenizer_path=args.tokenizer_path, where=args.where,
     )
     try:
         summary = run_export_llava(args.dataset, args.out, config)

@@ -136,3 +136,16 @@ def test_a_local_tokenizer_counts_the_tokens(dataset, tmp_path, capsys):  # noqa
     rc = main(["export", "llava", dataset["out"], "--out", str(tmp_path / "o"), "--layer", "writer/v1",
                "--unit", "video", "--tokenizer-path", path])
     assert rc == 0 and f"tokenizer {path}" in capsys.readouterr().out
+
+
+def test_where_exports_only_the_videos_it_keeps_and_their_clips(dataset, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "long-only"
+    assert main(["export", "llava", dataset["out"], "--out", str(out), "--layer", "caption/v1",
+                 "--where", "duration >= 30"]) == 0
+    records = [json.loads(line) for n in os.listdir(out) if n.endswith(".jsonl") for line in open(out / n)]
+    long_key = dataset["key"]["long"]
+    assert records and all(r["id"].startswith(long_key) for r in records)
+    capsys.readouterr()
+    assert main(["export", "llava", dataset["out"], "--out", str(tmp_path / "x"), "--where", "motion_score > 1"]) == 2
+    assert "motion_score" in capsys.readouterr().err
+    assert main(["export", "llava", dataset["out"], "--out", str(tmp_path / "y"), "--where", "__import__('os')"]) == 2
