@@ -1,65 +1,93 @@
-"""``longvid export llava``: a dataset as VideoChat-Flash (LLaVA-style) training data, i.e. one
-JSONL file per unit (video, clip) and duration bucket plus the data YAML its trainer reads.
+"""``longvid export llava``: a dataset as VideoChat-Flash (LLaVA-style) training data that its
+stock trainer (``llava-train_videochat``, stages 2 and 3) reads unchanged: one JSONL file per
+unit (video, clip) and duration bucket, the media files they reference, and the data YAML.
 
-Reads the index and the chosen annotation layers; never writes into the dataset. The output
-folder is local; every file appears under its final name only when complete.
+Works shard by shard (one shard's index rows and annotations at a time); clip records get
+files of their own (the peer reads spans only through a Ceph client). Reads the dataset, never
+writes into it; every output file appears under its final name only when complete, the YAML last.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
 import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
-from ..shards.conversation import Annotations, build_conversation, clip_turns, parse_layer_refs, video_turns
+from ..shards.conversation import IMAGE_TOKEN, Annotations, clip_turns, parse_layer_refs, video_turns
 from ..shards.dataset import list_layers, read_dataset_json
-from ..shards.index import read_index_parts
-from ..shards.reader import split_member_name
-from ..shards.sampling import BUCKET_LABELS
+from ..shards.catalog import DatasetIndex, open_index
+from ..shards.layers import read_layer
+from ..shards.sampling import BUCKET_LABELS, STAGES_BY_NAME, num_sampled_frames, time_prompt
 from ..shards.storage import LocalStorage, Storage, is_s3
+from .text_budget import TextBudget
 
 UNITS = ("video", "clip", "both")
-# VideoChat-Flash's VIDEO_READER_FUNCS keys that read a plain video file
+STAGES = ("stage2", "stage3")  # the peer's stage-2 (4-8 frames) and stage-3 (64-512 frames) scripts
+# VideoChat-Flash's VIDEO_READER_FUNCS keys that read a plain local video file
 VIDEO_READ_TYPES = ("decord", "av")
-MEDIA_DIR = "videos"
 DATA_YAML = "llava_data.yaml"
-COPY_CHUNK = 64 * 1024 * 1024  # bytes per ranged read when extracting media: bounded memory for long videos
-
 BUCKET_ORDER = {label: i for i, label in enumerate(BUCKET_LABELS)}  # unknown labels sort last
+# the peer's LazySupervisedDataset: all, or first/first2/first3/first4/end with N or P% (random raises there)
+SAMPLING_RE = re.compile(r"^(?:all|(first|first2|first3|first4|end):(\d+)(%?))$")
 
 SKIP_NO_TURNS = "no annotation turns in the chosen layers"
-SKIP_NO_FRAMES = "no stage3 frames (too short to sample)"
+SKIP_NO_FRAMES = "too short for the stage's 4-frame multiple"
+SKIP_TEXT = "a single turn longer than --max-text-tokens (dropped)"
 
 
 class ExportError(ValueError):
-    """Bad input: unknown layer, remote output folder, bad option value."""
+    """Bad input: unknown layer, remote output folder, bad option value, missing media."""
 
 
 @dataclass
 class LlavaExportConfig:
     layers: list[str] = field(default_factory=list)  # LAYER/VERSION refs; empty: every layer that has exactly one version
-    unit: str = "both"  # video | clip | both: whole-video samples, clip samples (parent video + start/end), or both
-    data_root: str | None = None  # folder (or prefix) the trainer joins to each record's ``video``; None: <out>/videos
-    extract_media: bool = False  # copy each exported video out of its shard into <out>/videos/ (off: no bytes copied)
-    video_read_type: str = "decord"  # the trainer's reader for these files; decord is VideoChat-Flash's default
-    sampling_strategy: str = "all"  # per-file sampling the trainer applies ("all", "first:N", "end:N", "first:P%")
+    unit: str = "both"  # video | clip | both: whole-video records, clip records (a file per clip), or both
+    stage: str = "stage3"  # the peer's training stage the frame counts follow (stage2: 4-8 frames, stage3: 64-512)
+    time_prompt: bool = False  # write our time prompt; off: the peer's --time_msg short adds its own (two would contradict)
+    data_root: str | None = None  # existing folder holding videos/ and clips/ (checked); None: the export writes them under --out
+    video_read_type: str = "decord"  # the trainer's reader; decord is the peer's default, av needs MP4 (stream duration)
+    sampling_strategy: str = "all"  # per-file sampling the peer applies: all, first:N, end:N, first:P% (N, P >= 1)
     json_root: str | None = None  # prefix of json_path in the YAML; None: the absolute output folder
+    max_text_tokens: int = 24576  # the peer's 32768 model_max_length less 512 frames x 16 visual tokens
+    tokenizer: str = "Qwen/Qwen2-7B-Instruct"  # counts text tokens; the peer's LLMs are Qwen2/2.5 (same tokenizer)
+    tokenizer_path: str | None = None  # a local tokenizer folder, tried first (no hub is reached)
+    where: str | None = None  # filter over video index columns (e.g. "duration > 60"); clips follow their video
 
     def check(self) -> None:
         if self.unit not in UNITS:
             raise ExportError(f"unit must be one of {', '.join(UNITS)}, got {self.unit!r}")
+        if self.stage not in STAGES:
+            raise ExportError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         if self.video_read_type not in VIDEO_READ_TYPES:
             raise ExportError(f"video_read_type must be one of {', '.join(VIDEO_READ_TYPES)}, "
                               f"got {self.video_read_type!r}")
-        if not re.match(r"^(all|(first|end):\d+%?)$", self.sampling_strategy):
-            raise ExportError("sampling_strategy must be all, first:N or end:N (N may be a percentage, P%), "
-                              f"got {self.sampling_strategy!r}")
+        match = SAMPLING_RE.match(self.sampling_strategy)
+        if not match or (match.group(2) is not None and int(match.group(2)) < 1):
+            raise ExportError("sampling_strategy must be all, or first:N, first2:N, first3:N, first4:N, end:N with "
+                              f"N >= 1 or a whole percentage P% (as VideoChat-Flash parses it), got "
+                              f"{self.sampling_strategy!r}")
+        if self.max_text_tokens <= 0:
+            raise ExportError(f"max_text_tokens must be > 0, got {self.max_text_tokens}")
+
+
+def selected_count(strategy: str, n: int) -> int:
+    """How many of a file's ``n`` records the peer keeps under ``strategy`` (its own slicing)."""
+    match = SAMPLING_RE.match(strategy)
+    if match.group(1) is None:
+        return n
+    number = math.ceil(int(match.group(2)) * n / 100) if match.group(3) else int(match.group(2))
+    k = {"first": 0, "first2": 1, "first3": 2, "first4": 3}.get(match.group(1))
+    items = range(n)
+    return len(items[-number:]) if k is None else len(items[number * k:number * (k + 1)])
 
 
 def bucket_slug(label: str) -> str:
@@ -93,45 +121,127 @@ def resolve_layers(storage: Storage, refs: list[str]) -> list[str]:
     return [f"{layer}/{version}" for layer, version in parsed]
 
 
-def media_path(video: dict) -> str:
-    """The record's ``video`` field: ``<key>.<ext>`` relative to data_root (ext of the shard member)."""
-    key, ext = split_member_name(video["media_member"])
-    return f"{key}.{ext}"
+class ShardAnnotations:
+    """The chosen layers as Arrow, grouped by shard once (a join with the index and a sort):
+    :meth:`for_shard` turns one shard's rows into an :class:`Annotations`."""
+
+    def __init__(self, storage: Storage, refs: list[str], key_to_shard: pa.Table):
+        self.refs = refs
+        self.tables: list[tuple[pa.Table, dict[str, tuple[int, int]]]] = []
+        for layer, version in parse_layer_refs(refs):
+            table = read_layer(storage, layer, version).select(["key", "clip_id", "start", "end", "value", "value_type"])
+            table = table.join(key_to_shard, keys="key", join_type="inner").sort_by("shard")
+            self.tables.append((table, _slices(table["shard"])))
+
+    def for_shard(self, shard: str) -> Annotations:
+        ann = Annotations(layers=parse_layer_refs(self.refs))
+        for table, slices in self.tables:  # layers in the order given: a later caption replaces an earlier one
+            if shard in slices:
+                start, length = slices[shard]
+                for row in table.slice(start, length).drop_columns(["shard"]).to_pylist():  # one shard's rows
+                    ann.add(row)
+        for spans in ann.clips_of.values():
+            spans.sort()
+        return ann
 
 
-def _record(record_id: str, video: str, turns: list, span: dict, skipped: dict[str, int], **extra) -> dict | None:
-    """One JSONL record, or None (counted in ``skipped``) without turns or sampled frames."""
-    reason = SKIP_NO_TURNS if not turns else SKIP_NO_FRAMES if not span["stage3_frames"] else None
-    if reason:
-        skipped[reason] = skipped.get(reason, 0) + 1
-        return None
-    return {"id": record_id, "video": video,
-            "conversations": build_conversation(turns, span["duration"], span["stage3_frames"]),
-            "duration": span["duration"], **extra}
+def _slices(sorted_column: pa.ChunkedArray) -> dict[str, tuple[int, int]]:
+    """value → (offset, length) of its run in a sorted column (one entry per shard)."""
+    counts = pc.value_counts(sorted_column)
+    out, offset = {}, 0
+    for value, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
+        out[value] = (offset, n)
+        offset += n
+    return out
 
 
-# yields (unit, bucket, video key, record) for whole videos; skips counted into ``skipped``
-def video_records(videos: list[dict], ann: Annotations,
-                  skipped: dict[str, int]) -> Iterator[tuple[str, str, str, dict]]:
-    for v in videos:
-        record = _record(v["key"], media_path(v), video_turns(ann, v["key"]), v, skipped)
-        if record is not None:
-            yield "video", v["bucket"], v["key"], record
+GROUP_SHARDS = 64  # shards whose index rows are read together: one scan of their compacted file, bounded rows
 
 
-# yields (unit, bucket, video key, record) for clips: the parent video's file plus start/end in seconds
-def clip_records(clips: list[dict], videos_by_key: dict[str, dict], ann: Annotations,
-                 skipped: dict[str, int]) -> Iterator[tuple[str, str, str, dict]]:
-    for c in clips:
-        parent = videos_by_key.get(c["key"])
-        if parent is None:
-            reason = "parent video not exportable (missing or not ok)"
+def shard_groups(index: DatasetIndex) -> Iterator[list[str]]:
+    names = sorted(index.shard_names)
+    for i in range(0, len(names), GROUP_SHARDS):
+        yield names[i:i + GROUP_SHARDS]
+
+
+def read_group_rows(index: DatasetIndex, shards: list[str],
+                    where: pc.Expression | None = None) -> dict[str, tuple[list[dict], list[dict]]]:
+    """shard → (its ok videos by key, its clips by key and start), for one group of shards;
+    ``where`` filters the videos (clips of a video filtered out are dropped with it)."""
+    videos = index.read_videos(shards, filter=pc.field("status") == "ok")
+    if where is not None:
+        videos = videos.filter(where)
+    clips = index.read_clips(shards)
+    clips = clips.filter(pc.is_in(clips["key"], videos["key"]))
+    out: dict[str, tuple[list[dict], list[dict]]] = {s: ([], []) for s in shards}
+    for v in videos.to_pylist():  # bounded: GROUP_SHARDS shards' rows
+        out[v["shard"]][0].append(v)
+    for c in clips.to_pylist():
+        out[c["shard"]][1].append(c)
+    return out
+
+
+def key_shard_table(index: DatasetIndex) -> pa.Table:
+    """key → shard for every video: two string columns, Arrow only."""
+    return index.videos_dataset().to_table(columns=["key", "shard"])
+
+
+@dataclass
+class RecordBuilder:
+    """Records of one unit from its turns: the peer's frame count for the stage, the optional time
+    prompt, exactly one ``<image>``, and conversations split to fit the text budget."""
+
+    config: LlavaExportConfig
+    budget: TextBudget
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    text: dict[str, int] = field(default_factory=lambda: {"split_records": 0, "extra_records": 0, "dropped_turns": 0})
+
+    def frames(self, vlen: int, fps: float) -> int:
+        bounds = STAGES_BY_NAME[self.config.stage]
+        return num_sampled_frames(vlen, fps, bounds.lo, bounds.hi) if vlen > 0 and fps > 0 else 0
+
+    def _conversation(self, turns: list[tuple[str, str]], duration: float, frames: int) -> list[dict]:
+        conv = []
+        for i, (question, answer) in enumerate(turns):
+            if i == 0:
+                prompt = f"{time_prompt(duration, frames)}\n" if self.config.time_prompt else ""
+                question = f"{IMAGE_TOKEN}\n{prompt}{question}"
+            conv += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+        return conv
+
+    def _chunks(self, turns: list[tuple[str, str]], duration: float, frames: int) -> Iterator[list[dict]]:
+        """Conversations of whole turns, each within the budget; a turn over it alone is dropped."""
+        chunk: list[tuple[str, str]] = []
+        for turn in turns:
+            if self.budget.conversation_tokens(self._conversation([turn], duration, frames)) > self.budget.max_tokens:
+                self.text["dropped_turns"] += 1
+                continue
+            if chunk and self.budget.conversation_tokens(
+                    self._conversation(chunk + [turn], duration, frames)) > self.budget.max_tokens:
+                yield self._conversation(chunk, duration, frames)
+                chunk = []
+            chunk.append(turn)
+        if chunk:
+            yield self._conversation(chunk, duration, frames)
+
+    def records(self, unit: str, record_id: str, path: str, turns: list[tuple[str, str]], duration: float,
+                vlen: int, fps: float) -> list[dict]:
+        skipped = self.skipped.setdefault(unit, {})
+        frames = self.frames(vlen, fps)
+        reason = SKIP_NO_TURNS if not turns else SKIP_NO_FRAMES if frames <= 0 or frames % 4 else None
+        if reason:
             skipped[reason] = skipped.get(reason, 0) + 1
-            continue
-        record = _record(c["clip_id"], media_path(parent), clip_turns(ann, c["key"], c["clip_id"]), c, skipped,
-                         start=c["start"], end=c["end"])
-        if record is not None:
-            yield "clip", c["bucket"], c["key"], record
+            return []
+        clean = [(q.replace(IMAGE_TOKEN, "image"), str(a).replace(IMAGE_TOKEN, "image")) for q, a in turns]
+        convs = list(self._chunks(clean, duration, frames))
+        if not convs:
+            skipped[SKIP_TEXT] = skipped.get(SKIP_TEXT, 0) + 1
+            return []
+        if len(convs) > 1:
+            self.text["split_records"] += 1
+            self.text["extra_records"] += len(convs) - 1
+        return [{"id": record_id if len(convs) == 1 else f"{record_id}_part{i}", "video": path,
+                 "conversations": conv, "duration": round(duration, 6)} for i, conv in enumerate(convs)]
 
 
 class JsonlFiles:
@@ -171,36 +281,11 @@ class JsonlFiles:
         self.handles = {}
 
 
-def extract_video(storage: Storage, video: dict, target: str) -> str:
-    """Copy a video's bytes out of its shard to ``target`` (checked against the index sha256).
+def video_path(video: dict) -> str:
+    """The record's ``video`` for a whole video: ``videos/<key>.<ext>`` (ext of the shard member)."""
+    from .export_media import video_file
 
-    Returns ``"present"`` when a complete copy is already there, else ``"extracted"``; raises on a
-    checksum mismatch. The file appears under its final name only when complete.
-    """
-    if os.path.exists(target) and os.path.getsize(target) == video["media_size"]:
-        return "present"  # written by rename, so a file of the right size is a finished one
-    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
-    digest = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as f:
-            done = 0
-            while done < video["media_size"]:
-                chunk = storage.read_range(video["shard"], video["media_offset"] + done,
-                                           min(COPY_CHUNK, video["media_size"] - done))
-                if not chunk:
-                    raise OSError(f"{video['shard']} ends before the video's {video['media_size']} bytes")
-                digest.update(chunk)
-                f.write(chunk)
-                done += len(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        if digest.hexdigest() != video["sha256"]:
-            raise OSError(f"sha256 of the bytes in {video['shard']} does not match the index")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return "extracted"
+    return video_file(video)
 
 
 def data_yaml(files: list[tuple[str, str, str]], config: LlavaExportConfig, data_root: str, out_dir: str,
@@ -217,106 +302,181 @@ def data_yaml(files: list[tuple[str, str, str]], config: LlavaExportConfig, data
         for _, _, path in files
     ]
     header = (f"# written by `longvid export llava` from {source}\n"
-              f"# layers: {', '.join(layers)}; units: {config.unit}\n")
+              f"# layers: {', '.join(layers)}; units: {config.unit}; frames follow {config.stage}; "
+              f"time prompt: {'ours' if config.time_prompt else 'left to the trainer (--time_msg)'}\n")
     return header + yaml.safe_dump({"datasets": entries}, sort_keys=False)
+
+
+def _check_out_and_root(out: str, config: LlavaExportConfig) -> tuple[str, str]:
+    if is_s3(out) or "://" in out:
+        raise ExportError(f"--out must be a local folder, got {out!r} (copy the folder to object storage afterwards)")
+    out_dir = os.path.abspath(os.path.expanduser(out))
+    if config.data_root is None:
+        return out_dir, out_dir
+    if "://" in config.data_root:
+        raise ExportError(f"--data-root must be a local folder, got {config.data_root!r} (VideoChat-Flash reads "
+                          "remote paths only through its Ceph client); omit it to write the media under --out")
+    root = os.path.abspath(os.path.expanduser(config.data_root))
+    if not os.path.isdir(root):
+        raise ExportError(f"--data-root {root} does not exist; omit it to write the media under --out")
+    return out_dir, root
+
+
+def _export_shard(shard: str, videos: list[dict], clips: list[dict], config: LlavaExportConfig,
+                  ann: ShardAnnotations, builder: RecordBuilder, files: JsonlFiles, media, data_root: str,
+                  missing: list[str]) -> None:
+    """Records of one shard into the JSONL files, and its media jobs (or existence checks)."""
+    from .export_media import clip_file
+
+    annotations = ann.for_shard(shard)
+    clips_of: dict[str, list[dict]] = {}
+    for c in clips:
+        clips_of.setdefault(c["key"], []).append(c)
+    for v in videos:
+        whole = False
+        if config.unit in ("video", "both"):
+            path = video_path(v)
+            for record in builder.records("video", v["key"], path, video_turns(annotations, v["key"]), v["duration"],
+                                          v["num_frames"], v["fps"]):
+                files.write("video", v["bucket"], record)
+                whole = True
+        used = []
+        if config.unit in ("clip", "both"):
+            for c in clips_of.get(v["key"], []):
+                recs = builder.records("clip", c["clip_id"], clip_file(c["clip_id"]),
+                                       clip_turns(annotations, v["key"], c["clip_id"]), c["duration"],
+                                       c["end_frame"] - c["start_frame"], v["fps"])
+                for record in recs:
+                    files.write("clip", c["bucket"], record)
+                if recs:
+                    used.append(c)
+        if not whole and not used:
+            continue
+        if config.video_read_type == "av" and whole and not video_path(v).endswith(".mp4"):
+            raise ExportError(f"--video-read-type av needs MP4 files (the peer reads the stream duration), but "
+                              f"{v['key']} is {video_path(v)}: use decord, or ingest with write.media=mp4")
+        if media is not None:
+            media.submit(v, used, whole)
+        else:
+            wanted = ([video_path(v)] if whole else []) + [clip_file(c["clip_id"]) for c in used]
+            missing.extend(p for p in wanted if not os.path.exists(os.path.join(data_root, p)))
 
 
 def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=print) -> dict:
     """Export ``dataset`` into the local folder ``out``; returns the run's summary."""
+    from .export_media import MediaJobs
+    from .ingest import RayConfig, connect_ray
+
     config.check()
-    if is_s3(out) or "://" in out:
-        raise ExportError(f"--out must be a local folder, got {out!r} (copy the folder to object storage afterwards)")
+    out_dir, data_root = _check_out_and_root(out, config)
     storage = Storage.for_uri(dataset)
     read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
     layers = resolve_layers(storage, list(config.layers))
-    ann = Annotations.load(storage, layers)
-    videos_table, clips_table = read_index_parts(storage)
-    videos = sorted((v for v in videos_table.to_pylist() if v["status"] == "ok"), key=lambda v: v["key"])
-    videos_by_key = {v["key"]: v for v in videos}
-    out_dir = os.path.abspath(os.path.expanduser(out))
+    index = open_index(storage)
+    where = _compile_where(config.where)
+    ann = ShardAnnotations(storage, layers, key_shard_table(index))
+    budget = TextBudget(config.max_text_tokens, config.tokenizer, config.tokenizer_path)
+    builder = RecordBuilder(config, budget)
     os.makedirs(out_dir, exist_ok=True)
-    data_root = config.data_root if config.data_root is not None else os.path.join(out_dir, MEDIA_DIR)
-
-    skipped: dict[str, dict[str, int]] = {}
-    used_keys: set[str] = set()
-    files = JsonlFiles(out_dir)
+    write_media = config.data_root is None
+    started = connect_ray(RayConfig(progress_bars=False)) if write_media else False
+    files, missing = JsonlFiles(out_dir), []
     try:
-        streams = []
-        if config.unit in ("video", "both"):
-            streams.append(video_records(videos, ann, skipped.setdefault("video", {})))
-        if config.unit in ("clip", "both"):
-            clips = sorted(clips_table.to_pylist(), key=lambda c: (c["key"], c["start"]))
-            streams.append(clip_records(clips, videos_by_key, ann, skipped.setdefault("clip", {})))
-        for stream in streams:
-            for unit, bucket, key, record in stream:
-                files.write(unit, bucket, record)
-                used_keys.add(key)
-        counts = dict(files.counts)
-        written = files.commit()
-    except BaseException:
-        files.abort()
-        raise
+        media = MediaJobs(storage.root, out_dir) if write_media else None
+        try:
+            for group in shard_groups(index):  # a group's index rows, then shard by shard
+                for shard, (videos, clips) in read_group_rows(index, group, where).items():
+                    _export_shard(shard, videos, clips, config, ann, builder, files, media, data_root, missing)
+            media_summary = media.finish() if media is not None else None
+        except BaseException:
+            files.abort()
+            raise
+    finally:
+        if started:
+            import ray
 
-    media = {"extracted": 0, "present": 0, "failed": {}}
-    if config.extract_media:
-        media_dir = os.path.join(out_dir, MEDIA_DIR)
-        os.makedirs(media_dir, exist_ok=True)
-        for key in sorted(used_keys):
-            video = videos_by_key[key]
-            try:
-                media[extract_video(storage, video, os.path.join(media_dir, media_path(video)))] += 1
-            except OSError as exc:  # one bad video is reported, the others still come out
-                media["failed"][key] = str(exc)
-
+            ray.shutdown()
+    counts = dict(files.counts)
+    _check_before_commit(files, counts, config, data_root, missing)
+    written = files.commit()
+    failed = (media_summary or {}).get("failed", {})
     yaml_path = os.path.join(out_dir, DATA_YAML)
-    text = data_yaml(written, config, data_root, out_dir, storage.root, layers)
-    LocalStorage(out_dir).write_bytes(DATA_YAML, text.encode("utf-8"))  # last, atomic: lists only complete files
-
+    if not failed:  # a YAML is never written whose data_root lacks some of the media
+        text = data_yaml(written, config, data_root, out_dir, storage.root, layers)
+        LocalStorage(out_dir).write_bytes(DATA_YAML, text.encode("utf-8"))  # last, atomic: lists only complete files
     listed = {os.path.basename(path) for _, _, path in written}
     stale = sorted(n for n in os.listdir(out_dir) if re.match(r"^llava_(video|clip)_.+\.jsonl$", n) and n not in listed)
     records: dict[str, dict[str, int]] = {}
     for (unit, bucket), n in counts.items():
         records.setdefault(unit, {})[bucket] = n
     summary = {
-        "dataset": storage.root,
-        "out": out_dir,
-        "layers": layers,
-        "records": records,
-        "skipped": skipped,
-        "files": [path for _, _, path in written],
-        "yaml": yaml_path,
-        "data_root": data_root,
-        "media": media,
-        "videos_referenced": len(used_keys),
+        "dataset": storage.root, "out": out_dir, "layers": layers, "stage": config.stage,
+        "records": records, "skipped": builder.skipped, "files": [path for _, _, path in written],
+        "yaml": yaml_path if not failed else None, "data_root": data_root, "media": media_summary,
+        "text": {**builder.text, "max_tokens": config.max_text_tokens, "counted_with": budget.method},
         "stale": [os.path.join(out_dir, n) for n in stale],
     }
-    log(format_summary(summary, config))
+    log(format_summary(summary))
     return summary
 
 
-def format_summary(summary: dict, config: LlavaExportConfig) -> str:
-    lines = [f"exported {summary['dataset']} -> {summary['out']} (layers: {', '.join(summary['layers'])})"]
+def _compile_where(text: str | None) -> pc.Expression | None:
+    """The --where filter as an Arrow expression, checked against the video index columns."""
+    if not text:
+        return None
+    from ..shards.index import VIDEO_SCHEMA
+    from ..shards.where import WhereError, check_columns, compile_where
+
+    try:
+        where = compile_where(text)
+        check_columns(where, VIDEO_SCHEMA.names, "video index")
+    except WhereError as exc:
+        raise ExportError(str(exc)) from None
+    return where.expression
+
+
+def _check_before_commit(files: JsonlFiles, counts: dict, config: LlavaExportConfig, data_root: str,
+                         missing: list[str]) -> None:
+    """Refuse (publishing nothing) media missing under --data-root or a strategy that empties a file."""
+    if missing:
+        files.abort()
+        raise ExportError(f"{len(missing)} referenced media file(s) are not under --data-root {data_root} "
+                          f"(first: {missing[0]}); omit --data-root to write them under --out")
+    for (unit, bucket), n in counts.items():
+        if selected_count(config.sampling_strategy, n) == 0:
+            files.abort()
+            raise ExportError(f"--sampling-strategy {config.sampling_strategy} keeps no record of "
+                              f"{jsonl_name(unit, bucket)} ({n} records): the peer stops on an empty file")
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"exported {summary['dataset']} -> {summary['out']} (layers: {', '.join(summary['layers'])}; "
+             f"frames follow {summary['stage']})"]
     for unit, per_bucket in summary["records"].items():
-        total = sum(per_bucket.values())
-        lines.append(f"  {unit} records: {total}")
+        lines.append(f"  {unit} records: {sum(per_bucket.values())}")
         for bucket in sorted(per_bucket, key=lambda b: BUCKET_ORDER.get(b, len(BUCKET_ORDER))):
             lines.append(f"    {bucket:>10}  {per_bucket[bucket]}")
     for unit, reasons in summary["skipped"].items():
         for reason, n in sorted(reasons.items()):
             lines.append(f"  skipped {n} {unit} record(s): {reason}")
-    lines.append(f"  files: {len(summary['files'])} JSONL + {summary['yaml']}")
+    text = summary["text"]
+    lines.append(f"  text: at most {text['max_tokens']} tokens a record ({text['counted_with']}); "
+                 f"{text['split_records']} conversation(s) split into {text['extra_records']} extra record(s), "
+                 f"{text['dropped_turns']} over-long turn(s) dropped")
+    lines.append(f"  files: {len(summary['files'])} JSONL + {summary['yaml'] or 'no YAML (media failed)'}")
     for path in summary["files"]:
         lines.append(f"    {path}")
     for path in summary["stale"]:
         lines.append(f"  note: {path} is from an earlier export and is not in the YAML (delete it if unwanted)")
     media = summary["media"]
-    if config.extract_media:
-        lines.append(f"  media: {media['extracted']} extracted, {media['present']} already present, "
-                     f"{len(media['failed'])} failed -> {os.path.join(summary['out'], MEDIA_DIR)}")
+    if media is None:
+        lines.append(f"  media: every referenced file found under data_root {summary['data_root']}")
+    else:
+        videos, clips = media["videos"], media["clips"]
+        lines.append(f"  media -> {summary['out']}: videos {videos.get('written', 0)} written, "
+                     f"{videos.get('present', 0)} present; clips {clips.get('copy', 0)} stream-copied, "
+                     f"{clips.get('reencode', 0)} re-encoded, {clips.get('present', 0)} present; "
+                     f"{len(media['failed'])} video(s) failed")
         for key, reason in sorted(media["failed"].items()):
             lines.append(f"    failed {key}: {reason}")
-    else:
-        lines.append(f"  media not extracted: the trainer needs {summary['videos_referenced']} video file(s) "
-                     f"<key>.<ext> under data_root {summary['data_root']} (rerun with --extract-media, "
-                     f"or --data-root where they are)")
     return "\n".join(lines)

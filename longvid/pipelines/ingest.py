@@ -19,12 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from ..annotators.base import Resources, Stage
+from ..annotators.base import ItemFailed, Resources, Stage
 from ..annotators.captioners import CaptionerConfig
 from ..annotators.captioners.stage import CaptionStage, PrepareCaptionFrames
 from ..annotators.fetch import Fetch, FetchConfig
 from ..annotators.plan import Plan, video_record
 from ..annotators.probe import Probe
+from ..annotators.remux import to_mp4
 from ..annotators.segment import SegmentConfig
 from ..shards.catalog import open_index
 from ..shards.dataset import finalize
@@ -46,6 +47,21 @@ log = logging.getLogger("longvid")
 class ShardConfig:
     max_bytes: int = 1 << 30  # 1 GiB: large enough for sequential reads, small enough to retry an upload
     max_videos: int = 64  # videos per shard (and per writer call): bounds what a killed writer loses
+
+
+MEDIA_CHOICES = ("mp4", "source")
+
+
+@dataclass
+class WriteConfig:
+    # mp4: every media member is KEY.mp4, remuxed by stream copy (same frames and timestamps; one
+    # extension per dataset is what HF datasets / Ray Data need, faststart serves ranged reads).
+    # source: keep the source bytes and container (for users who must ship the originals).
+    media: str = "mp4"  # mp4 (remux, stream copy: one member extension per dataset) | source (keep the source bytes)
+
+    def check(self) -> None:
+        if self.media not in MEDIA_CHOICES:
+            raise ValueError(f"write.media must be one of {', '.join(MEDIA_CHOICES)}, got {self.media!r}")
 
 
 @dataclass
@@ -88,6 +104,7 @@ class IngestConfig:
     resources: StageResourcesConfig = field(default_factory=StageResourcesConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     caption: IngestCaptionConfig = field(default_factory=IngestCaptionConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
     ledger_flush_s: float = 10.0  # how often the ledger is saved while running (a kill loses at most this)
     progress_s: float = 5.0  # seconds between progress lines
 
@@ -180,11 +197,13 @@ def ledger_row(item: dict, shard: str | None = None) -> dict:
 class ShardWriteStage:
     """Actor: writes each batch of finished items into whole shards, then their index parts."""
 
-    def __init__(self, root: str, counter, registry, shard_config: ShardConfig, caption: IngestCaptionConfig):
+    def __init__(self, root: str, counter, registry, shard_config: ShardConfig, caption: IngestCaptionConfig,
+                 write: WriteConfig | None = None):
         self.storage = Storage.for_uri(root)
         self.counter, self.registry = counter, registry
         self.config = shard_config
         self.caption = caption
+        self.write = write or WriteConfig()
 
     def __call__(self, batch: dict) -> dict:
         items = [decode_row({"item": i, "media": m}) for i, m in zip(batch["item"], batch["media"])]
@@ -210,12 +229,28 @@ class ShardWriteStage:
                 key = it["video_id"]
                 if key not in fresh:  # a retried batch: already committed by an earlier attempt
                     continue
+                ext, media = self._media_member(it)
+                if ext is None:
+                    continue
                 record = video_record(it)
+                record["video"].update(it.pop("media_info", {}))
                 records[key] = record
-                writer.write(key, {"json": encode_json(record), it["probe"]["media_ext"]: it["media"]})
+                writer.write(key, {"json": encode_json(record), ext: media})
                 it["media"] = None
         rows = [ledger_row(it, shard_of.get(it.get("video_id"))) for it in items]
         return {"ledger": [json.dumps(r) for r in rows]}
+
+    def _media_member(self, item: dict) -> tuple[str | None, bytes | None]:
+        """(extension, bytes) of the item's media member; (None, None) marks the item failed."""
+        source_ext = item["probe"]["media_ext"]
+        if self.write.media == "source":
+            return source_ext, item["media"]
+        try:
+            media, item["media_info"] = to_mp4(item["media"], source_ext)
+        except ItemFailed as exc:
+            item["failed"] = {"stage": "remux", "reason": str(exc)}
+            return None, None
+        return "mp4", media
 
     def _write_captions(self, shard, annotations: dict[str, dict]) -> None:
         """The shard's captions as one layer part named after it; clip failures in the layer's ledger."""
@@ -349,7 +384,7 @@ def _build_dataset(items: list[dict], stages: list[StageSpec], out: str, config:
             ds = ds.map(row_mapper(spec.stage), num_cpus=spec.num_cpus)
     writers = _writers_that_fit(config.resources)
     return ds.map_batches(
-        ShardWriteStage, fn_constructor_args=(out, counter, registry, config.shards, config.caption),
+        ShardWriteStage, fn_constructor_args=(out, counter, registry, config.shards, config.caption, config.write),
         batch_size=config.shards.max_videos, num_cpus=config.resources.write_cpus,
         compute=ray.data.ActorPoolStrategy(size=writers),
     )
@@ -381,6 +416,7 @@ def _record(row: dict, ledger: Ledger, summary: IngestSummary, shards: set[str],
 
 def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_stream=sys.stderr) -> IngestSummary:
     config = config or IngestConfig()
+    config.write.check()
     t0 = time.time()
     storage = Storage.for_uri(out)
     summary = IngestSummary(run_id=new_run_id())

@@ -4,7 +4,6 @@ statistics all checked against the index."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -101,7 +100,7 @@ def test_one_jsonl_per_bucket_with_the_right_record_counts(dataset, exported):
     assert not [n for n in os.listdir(exported) if n.endswith(".tmp")]
 
 
-def test_conversations_open_with_image_and_time_prompt_and_carry_layer_text(dataset, exported):
+def test_conversations_open_with_one_image_and_carry_layer_text(dataset, exported):
     videos = {v["key"]: v for v in dataset["videos"].values()}
     clips = {c["clip_id"]: c for c in dataset["clips"]}
     records = [r for n in os.listdir(exported) if n.endswith(".jsonl") for r in read_jsonl(os.path.join(exported, n))]
@@ -109,20 +108,21 @@ def test_conversations_open_with_image_and_time_prompt_and_carry_layer_text(data
     short = by_id[dataset["key"]["short"]]
     v = videos[short["id"]]
     assert short["conversations"][0]["from"] == "human"
-    assert short["conversations"][0]["value"].startswith("<image>\n" + time_prompt(v["duration"], v["stage3_frames"]))
+    # the time prompt is left to the trainer (its --time_msg short) by default
+    assert short["conversations"][0]["value"] == "<image>\nSummarize the video."
     assert [t["value"] for t in short["conversations"][1::2]] == ["A short test video.", "2"]
     assert short["conversations"][2]["value"] == "How many scenes?"
     long = by_id[dataset["key"]["long"]]  # no writer rows: dense, time-stamped captions
     assert caption_of(sorted(c for c in clips if c.startswith(long["id"]))[0]) in long["conversations"][1]["value"]
     assert dataset["key"]["mid"] not in by_id
-    clip_records = [r for r in records if "start" in r]
-    assert clip_records
+    clip_records = [r for r in records if r["id"] in clips]
+    assert clip_records and not [r for r in records if "start" in r or "end" in r]  # the peer's Ceph-only path
     for r in clip_records:
         c = clips[r["id"]]
-        assert r["conversations"][0]["value"].startswith("<image>\n" + time_prompt(c["duration"], c["stage3_frames"]))
+        assert r["conversations"][0]["value"] == "<image>\nDescribe this video."
         assert r["conversations"][1]["value"] == caption_of(r["id"])
-        assert (r["start"], r["end"], r["duration"]) == (c["start"], c["end"], c["duration"])
-        assert r["video"] == f"{c['key']}.mp4"
+        assert r["duration"] == pytest.approx(c["duration"])
+        assert r["video"] == f"clips/{c['clip_id']}.mp4"
 
 
 def test_data_yaml_lists_every_jsonl(exported):
@@ -132,33 +132,64 @@ def test_data_yaml_lists_every_jsonl(exported):
     assert sorted(e["json_path"] for e in data["datasets"]) == files
     for entry in data["datasets"]:
         assert entry["sampling_strategy"] == "all"
-        assert entry["data_root"] == os.path.join(exported, "videos")
+        assert entry["data_root"] == exported
         assert entry["video_read_type"] == "decord"
 
 
-def test_extracted_media_equals_the_source_videos(dataset, exported):
+def frames_of(path: str) -> list:
+    import av
+
+    with av.open(path) as container:
+        return [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+
+
+def test_media_written_by_default_whole_videos_and_exact_clip_files(dataset, exported):
+    import numpy as np
+
+    storage = LocalStorage(dataset["out"])
     names = sorted(os.listdir(os.path.join(exported, "videos")))
-    wanted = {dataset["key"]["short"], dataset["key"]["long"]}  # mid is in no record
+    wanted = {dataset["key"]["short"], dataset["key"]["long"]}  # mid is in no video record
     assert names == sorted(f"{k}.mp4" for k in wanted)
-    for name, path in dataset["sources"].items():
-        if dataset["key"][name] in wanted:
-            copy = os.path.join(exported, "videos", f"{dataset['key'][name]}.mp4")
-            with open(path, "rb") as src, open(copy, "rb") as out:
-                assert hashlib.sha256(out.read()).hexdigest() == hashlib.sha256(src.read()).hexdigest()
+    videos = {v["key"]: v for v in dataset["videos"].values()}
+    for key in wanted:
+        v = videos[key]
+        member = storage.read_range(v["shard"], v["media_offset"], v["media_size"])
+        assert open(os.path.join(exported, "videos", f"{key}.mp4"), "rb").read() == member
+    captioned = [c for c in dataset["clips"] if c["clip_id"] not in dataset["uncaptioned"]]
+    assert sorted(os.listdir(os.path.join(exported, "clips"))) == sorted(f"{c['clip_id']}.mp4" for c in captioned)
+    for c in captioned:  # exactly the clip's frames, in order
+        parent = frames_of(dataset["sources"][next(n for n, k in dataset["key"].items() if k == c["key"])])
+        clip = frames_of(os.path.join(exported, "clips", f"{c['clip_id']}.mp4"))
+        assert len(clip) == c["end_frame"] - c["start_frame"]
+        diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(clip, parent[c["start_frame"]:])]
+        assert max(diffs) < 6
 
 
-def test_clip_unit_only_and_skips_counted(dataset, tmp_path, capsys):
+def test_clip_unit_with_data_root_of_an_earlier_export(dataset, exported, tmp_path, capsys):
     (tmp_path / "llava_video_0-30s.jsonl").write_text("{}\n")  # left by an earlier export
     rc = main(["export", "llava", dataset["out"], "--out", str(tmp_path), "--unit", "clip",
-               "--layer", "caption/v1", "--data-root", "/mnt/videos", "--video-read-type", "av"])
+               "--layer", "caption/v1", "--data-root", exported, "--video-read-type", "av"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert f"skipped {len(dataset['uncaptioned'])} clip record(s)" in printed
     assert "llava_video_0-30s.jsonl is from an earlier export" in printed
-    assert not os.path.exists(tmp_path / "videos")
+    assert not os.path.exists(tmp_path / "videos") and not os.path.exists(tmp_path / "clips")
     data = yaml.safe_load((tmp_path / "llava_data.yaml").read_text())
     assert data["datasets"] and all("/llava_clip_" in e["json_path"] for e in data["datasets"])
-    assert {(e["data_root"], e["video_read_type"]) for e in data["datasets"]} == {("/mnt/videos", "av")}
+    assert {(e["data_root"], e["video_read_type"]) for e in data["datasets"]} == {(exported, "av")}
+
+
+def test_a_data_root_without_the_media_is_refused_and_no_yaml_written(dataset, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    rc = main(["export", "llava", dataset["out"], "--out", str(out), "--layer", "caption/v1",
+               "--data-root", str(empty)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not under --data-root" in err and "Traceback" not in err
+    assert not os.path.exists(out / "llava_data.yaml") and not [n for n in os.listdir(out) if n.endswith(".jsonl")]
+    assert main(["export", "llava", dataset["out"], "--out", str(out), "--data-root", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("layer, words", [("nope/v1", "no annotation layer nope/v1"),
@@ -217,21 +248,19 @@ def test_a_malformed_grounding_answer_is_no_turn_rather_than_a_crash(answer):
 def test_export_and_stats_read_a_dataset_on_s3(dataset, s3_bucket, tmp_path, monkeypatch, capsys):
     import boto3
 
-    from longvid.pipelines import export
-
     client = boto3.client("s3")
     for folder, _, files in os.walk(dataset["out"]):
         for name in files:
             rel = os.path.relpath(os.path.join(folder, name), dataset["out"])
             client.upload_file(os.path.join(folder, name), s3_bucket, f"corpus/{rel}")
-    monkeypatch.setattr(export, "COPY_CHUNK", 1000)  # many ranged reads per video
     out = tmp_path / "llava"
     rc = main(["export", "llava", f"s3://{s3_bucket}/corpus", "--out", str(out), "--unit", "video",
-               "--layer", "caption/v1", "--extract-media"])
+               "--layer", "caption/v1"])
     assert rc == 0
     long_key = dataset["key"]["long"]
-    with open(dataset["sources"]["long"], "rb") as f:
-        assert (out / "videos" / f"{long_key}.mp4").read_bytes() == f.read()
+    v = next(v for v in dataset["videos"].values() if v["key"] == long_key)
+    member = LocalStorage(dataset["out"]).read_range(v["shard"], v["media_offset"], v["media_size"])
+    assert (out / "videos" / f"{long_key}.mp4").read_bytes() == member
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert main(["stats", f"s3://{s3_bucket}/corpus", "--json"]) == 0

@@ -100,14 +100,16 @@ def test_shards_read_back_with_plain_webdataset(ingested):
     for shard in shards:
         assert 1 <= len(list(wds.WebDataset(shard, shardshuffle=False))) <= 2
     sources = {}
-    for sample in samples:
+    for sample in samples:  # media members are uniform MP4 (write.media=mp4, the default)
         record = json.loads(sample["json"])
-        media_ext = record["video"]["media_ext"]
-        assert hashlib.sha256(sample[media_ext]).hexdigest() == record["video"]["sha256"]
-        sources[record["video"]["source_uri"]] = sample[media_ext]
+        assert set(sample) - {"__key__", "__url__", "__local_path__"} == {"json", "mp4"}
+        assert record["video"]["media_ext"] == "mp4"
+        assert hashlib.sha256(sample["mp4"]).hexdigest() == record["video"]["media_sha256"]
+        sources[record["video"]["source_uri"]] = record["video"]
         assert record["video"]["source_metadata"] == {"lang": "en"}
-    for path in ingested["good"]:
-        assert sources[path] == open(path, "rb").read()
+    for path in ingested["good"]:  # the content hash stays the source bytes' (dedup unchanged)
+        assert sources[path]["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+        assert sources[path]["source_ext"] == path.rsplit(".", 1)[-1]
     assert f"{ingested['http']}/served.mp4" in sources
 
 
@@ -124,8 +126,8 @@ def test_index_offsets_and_plans(ingested):
     stage3 = STAGES_BY_NAME["stage3"]
     for v in videos:
         media = storage.read_range(v["shard"], v["media_offset"], v["media_size"])
-        assert hashlib.sha256(media).hexdigest() == v["sha256"]
         record = json.loads(storage.read_range(v["shard"], v["json_offset"], v["json_size"]))
+        assert hashlib.sha256(media).hexdigest() == record["video"]["media_sha256"]
         plan = record["plan"]["stages"]["stage3"]
         assert plan["frames"] == frame_indices(v["num_frames"], v["fps"], stage3.lo, stage3.hi)
         assert v["stage3_frames"] == plan["num_frames"] and v["visual_tokens"] == 16 * plan["num_frames"]

@@ -1,5 +1,6 @@
 """Ingestion with the manifest, the sources and the dataset all on S3 (a real moto server)."""
 
+import hashlib
 import json
 
 import boto3
@@ -30,8 +31,11 @@ def test_s3_to_s3(ray_session, s3_bucket, sample_videos):
     videos = read_videos_index(storage).to_pylist()
     for v in videos:
         media = storage.read_range(v["shard"], v["media_offset"], v["media_size"])
+        record = json.loads(storage.read_range(v["shard"], v["json_offset"], v["json_size"]))
         src = next(p for n, p in ((n, sample_videos[n].path) for n in ("a_h264", "b_vp9")) if v["url"].endswith(f"{n}.bin"))
-        assert media == open(src, "rb").read()
+        # the member is the source remuxed into MP4; the content hash stays the source bytes'
+        assert hashlib.sha256(media).hexdigest() == record["video"]["media_sha256"] and v["media_member"].endswith(".mp4")
+        assert v["sha256"] == hashlib.sha256(open(src, "rb").read()).hexdigest()
     ledger = read_ledger(storage).to_pylist()
     missing = next(r for r in ledger if r["url"].endswith("missing.mp4"))
     assert missing["stage"] == "fetch" and "404" in missing["reason"]
