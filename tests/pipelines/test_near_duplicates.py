@@ -55,7 +55,7 @@ def two_runs(ray_session, tmp_path_factory):
         assert summary.failed == 0
     storage = LocalStorage(out)
     keys = {name: video_id_for(str(root / f"{name}.mp4")) for name in paths}
-    return keys, read_videos_index(storage).to_pylist(), read_clips_index(storage).to_pylist()
+    return keys, read_videos_index(storage).to_pylist(), read_clips_index(storage).to_pylist(), out
 
 
 def run_ingest_checked(manifest, out):
@@ -65,7 +65,7 @@ def run_ingest_checked(manifest, out):
 
 
 def test_reencoded_and_cropped_copies_point_at_the_original(two_runs):
-    keys, videos, clips = two_runs
+    keys, videos, clips, _ = two_runs
     by_key = {v["key"]: v for v in videos}
     for copy in ("reencoded", "cropped"):
         row = by_key[keys[copy]]
@@ -77,7 +77,7 @@ def test_reencoded_and_cropped_copies_point_at_the_original(two_runs):
 
 
 def test_a_spliced_shot_is_found_on_its_clip_only(two_runs):
-    keys, videos, clips = two_runs
+    keys, videos, clips, _ = two_runs
     mine = [c for c in clips if c["key"] == keys["compilation"]]
     matched = [c for c in mine if c["near_duplicate_of"]]
     assert len(matched) == 1 and matched[0]["near_duplicate_of"].startswith(keys["original"])
@@ -86,9 +86,22 @@ def test_a_spliced_shot_is_found_on_its_clip_only(two_runs):
 
 
 def test_unrelated_content_matches_nothing(two_runs):
-    keys, videos, clips = two_runs
+    keys, videos, clips, _ = two_runs
     by_key = {v["key"]: v for v in videos}
     for name in ("original", "other", "unrelated"):
         assert by_key[keys[name]]["near_duplicate_of"] is None
         assert all(c["near_duplicate_of"] is None for c in clips if c["key"] == keys[name]), name
     assert all(c["motion_score"] is not None and c["phash"] for c in clips)
+
+
+def test_stats_report_shows_each_score_distribution(two_runs):
+    from longvid.shards.stats import dataset_stats, render_html
+
+    _, _, clips, out = two_runs
+    stats = dataset_stats(LocalStorage(out))
+    motion = next(h for h in stats["scores"] if h["score"] == "motion_score")
+    assert sum(motion["counts"]) + motion["missing"] == len(clips) and motion["missing"] == 0
+    distance = next(h for h in stats["scores"] if h["score"] == "clip near-duplicate distance")
+    assert sum(distance["counts"]) == sum(c["near_duplicate_of"] is not None for c in clips) > 0
+    page = render_html(stats)
+    assert "Curation scores" in page and page.count("histogram\"") >= 3
