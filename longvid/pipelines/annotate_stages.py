@@ -189,6 +189,8 @@ class CaptionVideosInline(CaptionClips):
         self.storage = storage
         self.clip_batch, self.batch_size = self.batch_size, 1
 
+    process_batch = Stage.process_batch  # one video at a time through process(), not the clip batch of the parent
+
     def process(self, video: dict) -> list[dict]:
         rows, out = list(prepare_video(video, self.storage, self.config)), []
         for i in range(0, len(rows), self.clip_batch):
