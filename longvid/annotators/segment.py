@@ -16,7 +16,8 @@ from .base import ItemFailed, Resources, Stage
 from .clips import ClipConfig, make_clips
 from .decode import DecodeConfig, DecodeStats, iter_thumbnails
 from .fastcut import FastCutConfig
-from .keyframes import FrameDistance, dpselect
+from .keyframes import FrameDistance, FrameMotion, dpselect
+from .phash import FrameHashes
 from .shots import ShotDetector, make_detector, shots_from_boundaries
 from .sparse import Scan, SparseConfig, SparseCutDetector, scan
 from .transnet import HybridConfig, TransNetConfig
@@ -41,16 +42,17 @@ class SegmentConfig:
     windows: WindowConfig = field(default_factory=WindowConfig)
 
 
-def build_detector(config: SegmentConfig) -> ShotDetector:
-    """The configured detector, with its own settings from ``config``."""
+def build_detector(config: SegmentConfig, model=None) -> ShotDetector:
+    """The configured detector, with its own settings from ``config`` (``model``: TransNetV2
+    loaded once by ``Segment.setup``; None loads it here)."""
     if config.detector == "fast":
         return make_detector("fast", config=config.fast)
     if config.detector == "sparse":
         return SparseCutDetector(config.fast)
     if config.detector == "transnetv2":
-        return make_detector("transnetv2", config=config.transnet)
+        return make_detector("transnetv2", config=config.transnet, model=model)
     if config.detector == "hybrid":
-        return make_detector("hybrid", config=config.hybrid, fast=config.fast, transnet=config.transnet)
+        return make_detector("hybrid", config=config.hybrid, fast=config.fast, transnet=config.transnet, model=model)
     return make_detector(config.detector)
 
 
@@ -65,18 +67,22 @@ def thumbnail_config(config: SegmentConfig) -> DecodeConfig:
     return replace(config.decode, interpolation=method)
 
 
-def segment_video(source, probe: dict, video_id: str, config: SegmentConfig) -> dict:
+def segment_video(source, probe: dict, video_id: str, config: SegmentConfig, model=None) -> dict:
     """Shots, transitions, clips and keyframes of one video from a single decode."""
     if config.detector in SCAN_DETECTORS:
         result = scan(source, thumbnail_config(config), config.sparse, build_detector(config))
         return assemble(result, probe, video_id, config)
-    detector = build_detector(config)
+    detector = build_detector(config, model)
     distance = FrameDistance()
+    motion = FrameMotion()
+    hashes = FrameHashes()
     stats = DecodeStats()
     # yields HxWx3 uint8 thumbnails, one per decoded frame, in display order
     for thumb in iter_thumbnails(source, stats=stats, config=thumbnail_config(config)):
         detector.update(thumb)
         distance.update(thumb)
+        motion.update(thumb)
+        hashes.update(thumb)
     expected = probe["num_frames"]
     if stats.frames == 0:
         raise ItemFailed(f"no frame could be decoded ({stats.error or 'empty stream'})")
@@ -88,7 +94,7 @@ def segment_video(source, probe: dict, video_id: str, config: SegmentConfig) -> 
     transitions = [dict(t, frame=b) for b, t in zip(boundaries, detector.transitions)]
     frames = np.arange(num_frames, dtype=np.int64)
     return _finish(video_id, fps, num_frames, frames, distance.distances, transitions, stats.frames,
-                   detector.name, config)
+                   detector.name, config, motion, hashes)
 
 
 def scan_settings(config: SegmentConfig) -> SparseConfig:
@@ -128,9 +134,12 @@ def assemble(result: Scan, probe: dict, video_id: str, config: SegmentConfig) ->
 
 
 def _finish(video_id: str, fps: float, num_frames: int, frames: np.ndarray, distances: np.ndarray,
-            transitions: list[dict], decoded: int, detector: str, config: SegmentConfig) -> dict:
+            transitions: list[dict], decoded: int, detector: str, config: SegmentConfig,
+            motion: FrameMotion | None = None, hashes: FrameHashes | None = None) -> dict:
     """Shots, clips and DPSelect keyframes from transitions (with their boundary ``frame``) and the
-    keyframe distance of each frame the detector saw (``frames``: their numbers, ascending)."""
+    keyframe distance of each frame the detector saw (``frames``: their numbers, ascending).
+    ``motion``/``hashes`` come from a dense decode only; a sparse or windowed scan sees too few
+    frames for them, so its clips carry no motion score and no pHashes (null in the index)."""
     shots = shots_from_boundaries([t["frame"] for t in transitions], num_frames, fps)
     transitions = [{k: t[k] for k in ("start_frame", "end_frame", "kind")} for t in transitions
                    if t["start_frame"] < num_frames]
@@ -142,6 +151,10 @@ def _finish(video_id: str, fps: float, num_frames: int, frames: np.ndarray, dist
         chosen = [int(frames[lo + i]) for i in dpselect(distances[lo:hi], config.keyframes_per_clip)] or [a]
         clip["keyframes"] = chosen
         clip["keyframe_times"] = [round(i / fps, 6) for i in chosen]
+        if motion is not None:
+            clip["motion_score"] = motion.span_score(a, b)  # curation signal: 0 for a still picture
+        if hashes is not None:
+            clip["phash"] = hashes.at(chosen)  # near-duplicate signal: the keyframes' perceptual hashes
         keyframes += [{"frame": i, "time": round(i / fps, 6), "clip_id": clip["clip_id"]} for i in chosen]
     return {
         "num_frames": num_frames,
@@ -161,9 +174,23 @@ class Segment(Stage):
 
     def __init__(self, config: SegmentConfig | None = None):
         self.config = config or SegmentConfig()
+        self.model = None  # TransNetV2, loaded by setup() when the detector needs it
+
+    @property
+    def producer(self) -> str:
+        return f"segment-{self.config.detector}@{self.version}"
+
+    def has_setup(self) -> bool:
+        return self.config.detector in NEURAL_DETECTORS  # weights to load: an actor; else stateless tasks
+
+    def setup(self) -> None:
+        if self.config.detector in NEURAL_DETECTORS and self.model is None:
+            from .transnet import load_model
+
+            self.model = load_model(self.config.transnet.device)
 
     def process(self, item: dict) -> dict:
-        return self.store(item, segment_video(item["media"], item["probe"], item["video_id"], self.config))
+        return self.store(item, segment_video(item["media"], item["probe"], item["video_id"], self.config, self.model))
 
     @staticmethod
     def store(item: dict, result: dict) -> dict:

@@ -7,38 +7,39 @@ retries what failed. Failures are ledger rows, never crashes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from ..annotators.base import ItemFailed, Resources, Stage
+from ..annotators.base import Stage
 from ..annotators.captioners import CaptionerConfig
 from ..annotators.captioners.stage import CaptionStage, PrepareCaptionFrames
+from ..annotators.dedup import Dedup
 from ..annotators.fetch import Fetch, FetchConfig
-from ..annotators.plan import Plan, video_record
+from ..annotators.neardup import NearDuplicateConfig, NearDuplicateIndex, NearDuplicates
+from ..annotators.plan import Plan
 from ..annotators.probe import Probe
-from ..annotators.remux import to_mp4
 from ..annotators.segment import SegmentConfig
 from ..shards.catalog import open_index
-from ..shards.dataset import finalize
 from ..shards.compact import update_index
-from ..shards.index import repair_index_parts, write_index_part
-from ..shards.layers import layer_dir, write_layer_meta, write_layer_part
+from ..shards.dataset import finalize
+from ..shards.index import repair_index_parts
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
 from ..shards.storage import Storage
-from ..shards.writer import ShardWriter, encode_json, shard_number
+from ..shards.writer import shard_number
+from .executors import RayExecutor
 from .manifest import read_manifest
+from .placement import StageOverride
 from .segment_parallel import ParallelSegment
-from .stages import ActorStage, StageSpec, decode_row, encode_row, row_mapper
+from .shard_sink import IngestState, WriteShards
 
 log = logging.getLogger("longvid")
 
@@ -65,13 +66,21 @@ class WriteConfig:
 
 
 @dataclass
-class StageResourcesConfig:
-    fetch_cpus: float = 0.25  # fetch is network-bound: four fetches share a core
-    probe_cpus: float = 0.25  # header parsing only
-    segment_cpus: float = 1.0  # one streamed decode per video fills a core
-    plan_cpus: float = 0.1  # arithmetic
-    write_cpus: float = 0.5  # tar writing and upload
-    writers: int = 2  # shard-writer actors (each writes its own shards in parallel)
+class IngestStagesConfig:
+    """Per-stage overrides of what each stage declares (unset: the declaration; see docs/stages.md)."""
+
+    fetch: StageOverride = field(default_factory=StageOverride)  # declared: 0.25 CPU (network-bound)
+    dedup: StageOverride = field(default_factory=StageOverride)  # declared: 0.05 CPU (one registry call)
+    probe: StageOverride = field(default_factory=StageOverride)  # declared: 0.5 CPU (header parsing)
+    segment: StageOverride = field(default_factory=StageOverride)  # declared: 1 CPU (one decode); num_gpus for TransNetV2
+    near_duplicates: StageOverride = field(default_factory=StageOverride)  # declared: 0.05 CPU (one lookup call)
+    plan: StageOverride = field(default_factory=StageOverride)  # declared: 0.1 CPU (arithmetic)
+    caption_frames: StageOverride = field(default_factory=StageOverride)  # declared: caption.prepare_cpus
+    caption: StageOverride = field(default_factory=StageOverride)  # declared: caption.num_cpus/num_gpus/actors
+    write: StageOverride = field(default_factory=StageOverride)  # declared: 2 actors x 0.5 CPU, batch = shards.max_videos
+
+    def by_name(self) -> dict[str, StageOverride]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
@@ -101,177 +110,33 @@ class IngestConfig:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
-    resources: StageResourcesConfig = field(default_factory=StageResourcesConfig)
+    stages: IngestStagesConfig = field(default_factory=IngestStagesConfig)  # per-stage resources (--stages.segment.num-gpus 0.25)
     ray: RayConfig = field(default_factory=RayConfig)
     caption: IngestCaptionConfig = field(default_factory=IngestCaptionConfig)
+    near_duplicates: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
     ledger_flush_s: float = 10.0  # how often the ledger is saved while running (a kill loses at most this)
     progress_s: float = 5.0  # seconds between progress lines
 
 
-# -- shared state across workers -------------------------------------------------------------
+# -- the pipeline, top to bottom ------------------------------------------------------------
 
 
-@ray.remote(num_cpus=0)
-class ContentRegistry:
-    """Content hash → the first video key holding it; and keys already committed to a shard."""
-
-    def __init__(self, owners: dict[str, str], committed: list[str]):
-        self.owners = dict(owners)
-        self.committed = set(committed)
-
-    def claim(self, sha256: str, key: str) -> str:
-        return self.owners.setdefault(sha256, key)
-
-    def uncommitted(self, keys: list[str]) -> list[str]:
-        return [k for k in keys if k not in self.committed]
-
-    def mark_committed(self, keys: list[str]) -> None:
-        self.committed.update(keys)
-
-
-@ray.remote(num_cpus=0)
-class ShardCounter:
-    def __init__(self, start: int):
-        self.value = start
-
-    def next(self) -> int:
-        self.value += 1
-        return self.value - 1
-
-
-class Dedup(Stage):
-    """Marks an item whose content another key already holds; its bytes are dropped."""
-
-    name = "dedup"
-    resources = Resources(num_cpus=0.05)
-
-    def __init__(self, registry):
-        self.registry = registry
-
-    def process(self, item: dict) -> dict:
-        owner = ray.get(self.registry.claim.remote(item["sha256"], item["video_id"]))
-        if owner != item["video_id"]:
-            item["duplicate_of"] = owner
-            item["media"] = None
-        return item
-
-
-def build_stages(config: IngestConfig, registry) -> list[StageSpec]:
-    """The pipeline, top to bottom (the writer is added by :func:`run_ingest`)."""
-    r, c = config.resources, config.caption
-    stages = [
-        StageSpec(Fetch(config.fetch), num_cpus=r.fetch_cpus),
-        StageSpec(Dedup(registry), num_cpus=0.05),
-        StageSpec(Probe(), num_cpus=r.probe_cpus),
-        StageSpec(ParallelSegment(config.segment, window_cpus=r.segment_cpus), num_cpus=r.segment_cpus),
-        StageSpec(Plan(), num_cpus=r.plan_cpus),
-    ]
+def build_stages(config: IngestConfig, out: str) -> list[Stage]:
+    """source (the manifest rows) → these stages → the shard sink; run by an executor."""
+    c = config.caption
+    stages: list[Stage] = [Fetch(config.fetch), Dedup(), Probe(), ParallelSegment(config.segment)]
+    if config.near_duplicates.enabled:
+        stages.append(NearDuplicates(config.near_duplicates))
+    stages.append(Plan())
     if c.enabled:
         if c.prepare_stage:
-            stages.append(StageSpec(PrepareCaptionFrames(c.captioner), num_cpus=c.prepare_cpus))
-        caption = CaptionStage(c.captioner, c.layer, c.version, num_gpus=c.num_gpus, num_cpus=c.num_cpus)
-        stages.append(StageSpec(caption, num_cpus=c.num_cpus, num_gpus=c.num_gpus, actors=c.actors,
-                                batch_size=c.batch_size))
+            stages.append(PrepareCaptionFrames(c.captioner, num_cpus=c.prepare_cpus))
+        stages.append(CaptionStage(c.captioner, c.layer, c.version, num_gpus=c.num_gpus, num_cpus=c.num_cpus,
+                                   actors=c.actors, batch_size=c.batch_size))
+    caption_layer = (c.layer, c.version) if c.enabled else None
+    stages.append(WriteShards(out, config.shards.max_videos, config.shards.max_bytes, caption_layer, config.write.media))
     return stages
-
-
-# -- the writer ------------------------------------------------------------------------------
-
-
-def ledger_row(item: dict, shard: str | None = None) -> dict:
-    """The ledger's view of a finished item."""
-    src = item["source"]
-    row = {"source_index": src["source_index"], "url": src["url"], "video_id": item.get("video_id"),
-           "sha256": item.get("sha256"), "duration": (item.get("probe") or {}).get("duration")}
-    if item.get("failed"):
-        row.update(status=STATUS_FAILED, action="failed", stage=item["failed"]["stage"], reason=item["failed"]["reason"])
-    elif item.get("duplicate_of"):
-        row.update(status=STATUS_OK, action="duplicate", stage="dedup", duplicate_of=item["duplicate_of"],
-                   reason=item.get("duplicate_reason", "same content as another source (sha256)"))
-    else:
-        row.update(status=STATUS_OK, action="written", stage="write", shard=shard)
-    return row
-
-
-class ShardWriteStage:
-    """Actor: writes each batch of finished items into whole shards, then their index parts."""
-
-    def __init__(self, root: str, counter, registry, shard_config: ShardConfig, caption: IngestCaptionConfig,
-                 write: WriteConfig | None = None):
-        self.storage = Storage.for_uri(root)
-        self.counter, self.registry = counter, registry
-        self.config = shard_config
-        self.caption = caption
-        self.write = write or WriteConfig()
-
-    def __call__(self, batch: dict) -> dict:
-        items = [decode_row({"item": i, "media": m}) for i, m in zip(batch["item"], batch["media"])]
-        good = [it for it in items if not (it.get("failed") or it.get("duplicate_of"))]
-        fresh = set(ray.get(self.registry.uncommitted.remote([it["video_id"] for it in good])))
-        records: dict[str, dict] = {}
-        shard_of: dict[str, str] = {}
-
-        annotations = {it["video_id"]: it.get("annotations", {}) for it in good}
-
-        def on_commit(shard):
-            write_index_part(self.storage, shard, records)
-            if self.caption.enabled:
-                self._write_captions(shard, annotations)
-            keys = [s.key for s in shard.samples]
-            ray.get(self.registry.mark_committed.remote(keys))
-            shard_of.update({k: shard.name for k in keys})
-
-        writer = ShardWriter(self.storage, lambda: ray.get(self.counter.next.remote()),
-                             max_bytes=self.config.max_bytes, max_samples=self.config.max_videos, on_commit=on_commit)
-        with writer:
-            for it in good:
-                key = it["video_id"]
-                if key not in fresh:  # a retried batch: already committed by an earlier attempt
-                    continue
-                ext, media = self._media_member(it)
-                if ext is None:
-                    continue
-                record = video_record(it)
-                record["video"].update(it.pop("media_info", {}))
-                records[key] = record
-                writer.write(key, {"json": encode_json(record), ext: media})
-                it["media"] = None
-        rows = [ledger_row(it, shard_of.get(it.get("video_id"))) for it in items]
-        return {"ledger": [json.dumps(r) for r in rows]}
-
-    def _media_member(self, item: dict) -> tuple[str | None, bytes | None]:
-        """(extension, bytes) of the item's media member; (None, None) marks the item failed."""
-        source_ext = item["probe"]["media_ext"]
-        if self.write.media == "source":
-            return source_ext, item["media"]
-        try:
-            media, item["media_info"] = to_mp4(item["media"], source_ext)
-        except ItemFailed as exc:
-            item["failed"] = {"stage": "remux", "reason": str(exc)}
-            return None, None
-        return "mp4", media
-
-    def _write_captions(self, shard, annotations: dict[str, dict]) -> None:
-        """The shard's captions as one layer part named after it; clip failures in the layer's ledger."""
-        c = self.caption
-        part = shard.name.rsplit("/", 1)[-1][: -len(".tar")]
-        rows, producer = [], None
-        ledger = Ledger(self.storage, f"ingest-{part}", directory=f"{layer_dir(c.layer, c.version)}/ledger")
-        for sample in shard.samples:
-            produced = annotations.get(sample.key, {}).get(c.layer, {}).get(c.version)
-            if produced is None:
-                continue
-            producer = produced["producer"]
-            rows.extend(produced["rows"])
-            for failure in produced["failures"]:
-                ledger.add(video_id=sample.key, url=failure.get("clip_id"), status=STATUS_FAILED, action="failed",
-                           stage="caption", reason=failure["reason"], shard=shard.name)
-        write_layer_part(self.storage, c.layer, c.version, part, rows)
-        if ledger.rows:
-            ledger.flush()
-        if producer is not None:
-            write_layer_meta(self.storage, c.layer, c.version, {"producer": producer, "written_by": "ingest"})
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -326,25 +191,28 @@ def connect_ray(config: RayConfig) -> bool:
     return True
 
 
-def _committed_state(storage: Storage, manifest_keys: list[str]) -> tuple[dict[str, str], set[str], int]:
-    """(sha256 → key of every committed video, the manifest's keys already committed, next shard number).
+def _committed_state(storage: Storage, manifest_keys: list[str], hashes: bool = False):
+    """(sha256 → key of every committed video, the manifest's keys already committed, next shard
+    number, the clip index's ``clip_id``/``key``/``phash`` columns when ``hashes`` else None).
 
     Brings the shard table up to date first (incremental: only parts a killed run left behind are
     read), then scans the index's ``key`` and ``sha256`` columns only. The committed check is an
     Arrow ``is_in`` of the manifest's keys against the index keys, so the set it returns is bounded
-    by the manifest. The sha256 → key dict is what the ``ContentRegistry`` actor holds: one entry
-    per committed video (the next bottleneck at corpus scale; see docs/index.md).
+    by the manifest. The sha256 → key dict is what the shared ``IngestState`` holds: one entry per
+    committed video (the next bottleneck at corpus scale; see docs/index.md).
     """
     repaired = repair_index_parts(storage)
     if repaired:
         log.warning("rebuilt index parts of %d shard(s) committed by a killed run", len(repaired))
     update_index(storage)
-    videos = open_index(storage).videos_dataset().to_table(columns=["key", "sha256"])
+    index = open_index(storage)
+    videos = index.videos_dataset().to_table(columns=["key", "sha256"])
     owners = dict(zip(videos["sha256"].to_pylist(), videos["key"].to_pylist()))
     wanted = pa.array(manifest_keys, pa.string())
     committed = set(wanted.filter(pc.is_in(wanted, value_set=videos["key"].combine_chunks())).to_pylist())
     numbers = [shard_number(p) for p in storage.list("videos") if p.endswith(".tar")]
-    return owners, committed, (max(numbers) + 1 if numbers else 0)
+    clips = index.clips_dataset().to_table(columns=["clip_id", "key", "phash"]) if hashes else None
+    return owners, committed, (max(numbers) + 1 if numbers else 0), clips
 
 
 def _plan_sources(rows: list[dict], committed: set[str], ledger: Ledger, summary: IngestSummary) -> list[dict]:
@@ -371,36 +239,6 @@ def _plan_sources(rows: list[dict], committed: set[str], ledger: Ledger, summary
     return todo
 
 
-def _build_dataset(items: list[dict], stages: list[StageSpec], out: str, config: IngestConfig, counter, registry):
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = config.ray.progress_bars
-    ds = ray.data.from_items([encode_row(dict(it)) for it in items], override_num_blocks=max(1, min(len(items), 10000)))
-    for spec in stages:  # the pipeline, top to bottom
-        if spec.actors:
-            ds = ds.map_batches(ActorStage, fn_constructor_args=(spec.stage,), batch_size=spec.batch_size,
-                                compute=ray.data.ActorPoolStrategy(size=spec.actors),
-                                num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)
-        else:
-            ds = ds.map(row_mapper(spec.stage), num_cpus=spec.num_cpus)
-    writers = _writers_that_fit(config.resources)
-    return ds.map_batches(
-        ShardWriteStage, fn_constructor_args=(out, counter, registry, config.shards, config.caption, config.write),
-        batch_size=config.shards.max_videos, num_cpus=config.resources.write_cpus,
-        compute=ray.data.ActorPoolStrategy(size=writers),
-    )
-
-
-def _writers_that_fit(r: StageResourcesConfig) -> int:
-    """Writer actors hold their CPUs for the whole run: never let them take over half the
-    cluster, or the stages that feed them starve and the run stalls (seen on a 2-core machine)."""
-    total = float(ray.cluster_resources().get("CPU", 1.0))
-    fit = max(1, int(0.5 * total / max(r.write_cpus, 1e-3)))
-    if r.writers > fit:
-        log.warning("resources.writers=%d × %.2f CPU would hold over half of the cluster's %.0f CPUs; using %d",
-                    r.writers, r.write_cpus, total, fit)
-    return max(1, min(r.writers, fit))
-
-
 def _record(row: dict, ledger: Ledger, summary: IngestSummary, shards: set[str], clips: dict) -> None:
     ledger.add(**row)
     if row["action"] == "written":
@@ -416,29 +254,31 @@ def _record(row: dict, ledger: Ledger, summary: IngestSummary, shards: set[str],
 
 def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_stream=sys.stderr) -> IngestSummary:
     config = config or IngestConfig()
-    config.write.check()
     t0 = time.time()
     storage = Storage.for_uri(out)
     summary = IngestSummary(run_id=new_run_id())
     ledger = Ledger(storage, summary.run_id)
     rows = read_manifest(manifest)
     summary.sources = len(rows)
+    config.write.check()
     manifest_keys = [video_id_for(row["url"]) for row in rows if row["url"]]
-    owners, committed, next_shard = _committed_state(storage, manifest_keys)
+    owners, committed, next_shard, clips = _committed_state(storage, manifest_keys, config.near_duplicates.enabled)
     todo = _plan_sources(rows, committed, ledger, summary)
     print(f"[longvid] run {summary.run_id}: {len(rows)} sources, {len(todo)} to process, "
           f"{summary.skipped} already committed → {storage.root}", file=log_stream, flush=True)
     started = connect_ray(config.ray)
     try:
         if todo:
-            registry = ContentRegistry.remote(owners, sorted(committed))
-            counter = ShardCounter.remote(next_shard)
-            ds = _build_dataset(todo, build_stages(config, registry), out, config, counter, registry)
+            ray.data.DataContext.get_current().enable_progress_bars = config.ray.progress_bars
+            state = IngestState(owners, sorted(committed), next_shard)
+            shared = {"ingest": state, "content": state}
+            if config.near_duplicates.enabled:  # earlier runs' clips, so a later run finds their copies
+                shared["hashes"] = NearDuplicateIndex.from_clip_index(clips, config.near_duplicates.radius)
+            executor = RayExecutor(build_stages(config, out), config.stages.by_name(), shared=shared)
             shards: set[str] = set()
             last_flush = last_progress = time.time()
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for text in batch["ledger"]:
-                    _record(json.loads(text), ledger, summary, shards, {})
+            for row in executor.run(todo):
+                _record(row, ledger, summary, shards, {})
                 now = time.time()
                 if now - last_flush > config.ledger_flush_s:
                     ledger.flush()
@@ -448,6 +288,7 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
                     print(f"[longvid] {done}/{len(rows)} sources · written {summary.written} · failed {summary.failed}"
                           f" · {summary.video_seconds / 3600:.2f} h · {now - t0:.0f} s", file=log_stream, flush=True)
                     last_progress = now
+            executor.close()
             summary.shards_written = len(shards)
         _explain_duplicates_of_failures(ledger, summary)
         ledger.flush()

@@ -10,6 +10,7 @@ import sys
 from ..config import ConfigError, add_dataclass_arguments, build_config
 from .ingest import IngestConfig, run_ingest
 from .manifest import ManifestError
+from .placement import ResourceError
 
 
 def register(sub) -> None:
@@ -49,7 +50,7 @@ def cmd_ingest(args) -> int:
         return 2
     try:
         summary = run_ingest(args.manifest, args.out, config)
-    except ManifestError as exc:
+    except (ManifestError, ResourceError) as exc:
         print(f"longvid ingest: {exc}", file=sys.stderr)
         return 2
     print(summary.format())

@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .index import CLIP_SCHEMA, INDEX_DIR, PARTS_DIR, SHARD_BYTES_META, VIDEO_SCHEMA, part_paths
+from .index import CLIP_SCHEMA, INDEX_DIR, PARTS_DIR, SHARD_BYTES_META, VIDEO_SCHEMA, conform, part_paths
 from .sampling import BUCKET_LABELS
 from .storage import LocalStorage, S3Storage, Storage
 from .writer import SHARD_DIR
@@ -218,8 +218,8 @@ def read_part(storage: Storage, shard: str) -> tuple[pa.Table, pa.Table, int]:
     videos = pq.read_table(io.BytesIO(vbuf))
     meta = videos.schema.metadata or {}
     shard_bytes = int(meta[SHARD_BYTES_META]) if SHARD_BYTES_META in meta else storage.size(shard)
-    clips = _parquet(storage, cpath).cast(CLIP_SCHEMA)
-    return videos.replace_schema_metadata(None).cast(VIDEO_SCHEMA), clips, shard_bytes
+    clips = conform(_parquet(storage, cpath), CLIP_SCHEMA)  # parts written before a column was added: nulls
+    return conform(videos.replace_schema_metadata(None), VIDEO_SCHEMA), clips, shard_bytes
 
 
 def _part_shards(storage: Storage) -> list[str]:

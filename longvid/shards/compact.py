@@ -33,7 +33,7 @@ from .catalog import (
     read_part,
     summarise_shard,
 )
-from .index import CLIP_SCHEMA, PARTS_DIR, VIDEO_SCHEMA, committed_shards, part_paths, rebuild_index_part
+from .index import CLIP_SCHEMA, PARTS_DIR, VIDEO_SCHEMA, committed_shards, conform, part_paths, rebuild_index_part
 from .storage import Storage
 
 
@@ -79,7 +79,7 @@ def _rewrite_without(storage: Storage, table: pa.Table, gone: list[str], config:
             remaining = keep.filter(pc.equal(keep[column], old))
             if remaining.num_rows == 0:
                 continue
-            rows = pq.read_table(io.BytesIO(storage.read_bytes(old))).cast(schema)
+            rows = conform(pq.read_table(io.BytesIO(storage.read_bytes(old))), schema)
             rows = rows.filter(pc.invert(pc.is_in(rows["shard"], gone_arr))).sort_by(order)
             new = f"{old.rsplit('/', 1)[0]}/{_batch_name(remaining['shard'].to_pylist())}"
             _write_parquet(storage, new, rows, config.row_group_rows)
