@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .shards.index import CLIP_SCHEMA, SHARD_BYTES_META, VIDEO_SCHEMA, part_paths
+from .shards.index import CLIP_SCHEMA, SHARD_BYTES_META, VIDEO_SCHEMA, conform, part_paths
 from .shards.sampling import BUCKET_LABELS, DURATION_BUCKETS
 from .shards.storage import Storage
 from .shards.writer import shard_name
@@ -75,7 +75,8 @@ def synthetic_part(number: int, videos: int, clips_per_video: int) -> tuple[pa.T
         "num_keyframes": pa.array(np.full(m, 4, np.int32)), "stage3_frames": pa.array(np.full(m, 64, np.int32)),
         "visual_tokens": pa.array(np.full(m, 1024)),
     }
-    return (pa.table(video_cols).cast(VIDEO_SCHEMA), pa.table(clip_cols).cast(CLIP_SCHEMA))
+    # curation columns (motion_score, phash, near_duplicate_*) stay null, as for an index without them
+    return conform(pa.table(video_cols), VIDEO_SCHEMA), conform(pa.table(clip_cols), CLIP_SCHEMA)
 
 
 def write_synthetic_shard(storage: Storage, number: int, videos: int, clips_per_video: int,
