@@ -114,25 +114,29 @@ class HashIndex:
         return self._sorted
 
     def candidates(self, query: int) -> np.ndarray:
-        """Row positions whose hash shares a band within ``radius // 4`` bits of ``query``'s."""
-        hashes, _, sorted_bands, orders = self._tables()
+        """Row positions whose hash shares a band within ``radius // 4`` bits of ``query``'s
+        (with repeats: a row close in two bands comes twice). All numpy, no loop over buckets."""
+        _, _, sorted_bands, orders = self._tables()
         found = []
         for b, qb in enumerate(_bands(np.array([query], np.uint64))[:, 0]):
-            probes = np.unique(np.bitwise_xor(self.masks, qb))
+            probes = np.bitwise_xor(self.masks, qb)
             lo = np.searchsorted(sorted_bands[b], probes, side="left")
-            hi = np.searchsorted(sorted_bands[b], probes, side="right")
-            for a, z in zip(lo[hi > lo], hi[hi > lo]):
-                found.append(orders[b][a:z])
-        return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+            lengths = np.searchsorted(sorted_bands[b], probes, side="right") - lo
+            total = int(lengths.sum())
+            if total:
+                starts = np.repeat(lo - np.cumsum(lengths) + lengths, lengths)  # each run's start, minus its offset
+                found.append(orders[b][starts + np.arange(total)])
+        return np.concatenate(found) if found else np.zeros(0, np.int64)
 
     def search(self, query: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, distances) of stored hashes within ``radius`` of ``query``, nearest first."""
         hashes, ids, _, _ = self._tables()
         rows = self.candidates(query)
+        rows = rows[hamming(hashes[rows], np.uint64(query)) <= self.radius]  # few: dedupe only these
+        rows = np.array(sorted(set(rows.tolist())), np.int64)
         dist = hamming(hashes[rows], np.uint64(query))
-        keep = dist <= self.radius
-        order = np.argsort(dist[keep], kind="stable")
-        return ids[rows[keep]][order], dist[keep][order]
+        order = np.argsort(dist, kind="stable")
+        return ids[rows[order]], dist[order]
 
 
 def brute_force_search(hashes: np.ndarray, query: int, radius: int) -> np.ndarray:
