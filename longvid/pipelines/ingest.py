@@ -254,13 +254,13 @@ def _record(row: dict, ledger: Ledger, summary: IngestSummary, shards: set[str],
 
 def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_stream=sys.stderr) -> IngestSummary:
     config = config or IngestConfig()
+    config.write.check()  # settings first: a bad one fails before any input is read
     t0 = time.time()
     storage = Storage.for_uri(out)
     summary = IngestSummary(run_id=new_run_id())
     ledger = Ledger(storage, summary.run_id)
     rows = read_manifest(manifest)
     summary.sources = len(rows)
-    config.write.check()
     manifest_keys = [video_id_for(row["url"]) for row in rows if row["url"]]
     owners, committed, next_shard, clips = _committed_state(storage, manifest_keys, config.near_duplicates.enabled)
     todo = _plan_sources(rows, committed, ledger, summary)

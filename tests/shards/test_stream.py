@@ -425,8 +425,8 @@ def test_the_where_filter_removes_exactly_what_the_predicate_says(corpus, datase
     spec = SourceSpec(corpus["root"], where="start >= 15 and start < 30")
     keys = [s["__key__"] for s in corpus_stream(corpus["root"], sources=[spec])]
     assert sorted(keys) == sorted(c for c, start in zip(corpus["clips"], corpus["start"]) if 15 <= start < 30)
-    with pytest.raises(WhereError, match=r"names column\(s\) \['motion_score'\]"):
-        corpus_stream(corpus["root"], sources=[SourceSpec(corpus["root"], where="motion_score > 0.02")])
+    with pytest.raises(WhereError, match=r"names column\(s\) \['sharpness'\]"):
+        corpus_stream(corpus["root"], sources=[SourceSpec(corpus["root"], where="sharpness > 0.02")])
     # on real video rows: the long video alone, by duration
     long_only = stream(dataset["root"], sources=[SourceSpec(dataset["root"], where="duration > 30")], epochs=1,
                        decode=False)
