@@ -25,12 +25,14 @@ from ..annotators.plan import Plan, video_record
 from ..annotators.probe import Probe
 from ..annotators.segment import Segment, SegmentConfig
 from ..shards.dataset import finalize
-from ..shards.index import read_index_parts, repair_index_parts, write_index_part
+from ..shards.faults import fault_point
+from ..shards.index import part_paths, read_index_parts, rebuild_index_part, repair_index_parts, write_index_part
 from ..shards.layers import layer_dir, write_layer_meta, write_layer_part
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
 from ..shards.storage import Storage
-from ..shards.writer import ShardWriter, encode_json, shard_number
+from ..shards.repair import drop_duplicate_keys
+from ..shards.writer import CommittedShard, ShardWriter, WrittenSample, encode_json, shard_name, shard_number
 from .manifest import read_manifest
 from .stages import ActorStage, StageSpec, decode_row, encode_row, row_mapper
 
@@ -99,6 +101,7 @@ class ContentRegistry:
         self.committed = set(committed)
 
     def claim(self, sha256: str, key: str) -> str:
+        fault_point("registry-claim")
         return self.owners.setdefault(sha256, key)
 
     def uncommitted(self, keys: list[str]) -> list[str]:
@@ -106,16 +109,6 @@ class ContentRegistry:
 
     def mark_committed(self, keys: list[str]) -> None:
         self.committed.update(keys)
-
-
-@ray.remote(num_cpus=0)
-class ShardCounter:
-    def __init__(self, start: int):
-        self.value = start
-
-    def next(self) -> int:
-        self.value += 1
-        return self.value - 1
 
 
 class Dedup(Stage):
@@ -128,6 +121,7 @@ class Dedup(Stage):
         self.registry = registry
 
     def process(self, item: dict) -> dict:
+        fault_point("worker-dedup")
         owner = ray.get(self.registry.claim.remote(item["sha256"], item["video_id"]))
         if owner != item["video_id"]:
             item["duplicate_of"] = owner
@@ -172,45 +166,86 @@ def ledger_row(item: dict, shard: str | None = None) -> dict:
     return row
 
 
-class ShardWriteStage:
-    """Actor: writes each batch of finished items into whole shards, then their index parts."""
+def plan_shard_groups(items: list[dict], max_bytes: int, max_videos: int) -> list[list[dict]]:
+    """Split a writer batch into the shards it will become, in order, by size and count.
 
-    def __init__(self, root: str, counter, registry, shard_config: ShardConfig, caption: IngestCaptionConfig):
+    Deterministic in the batch alone, so a retried batch forms the same groups: with the shard
+    named after its group (:meth:`ShardWriteStage.shard_for`), the published shard is the mark.
+    """
+    groups: list[list[dict]] = []
+    size = 0
+    for it in items:
+        item_bytes = len(it["media"] or b"") + 4096  # media plus its record JSON, roughly
+        if groups and groups[-1] and (len(groups[-1]) >= max_videos or size + item_bytes > max_bytes):
+            groups.append([])
+            size = 0
+        if not groups:
+            groups.append([])
+        groups[-1].append(it)
+        size += item_bytes
+    return groups
+
+
+class ShardWriteStage:
+    """Actor: writes each batch of finished items into whole shards, then their index parts.
+
+    Exactly once under a kill at any instant: a shard's number is ``first_shard`` plus the
+    manifest row of its first video, so a retried batch (Ray restarts a killed writer and runs
+    the batch again) computes the same names, finds a shard already published, and only
+    completes what the killed attempt left out (its index part, its captions).
+    """
+
+    def __init__(self, root: str, first_shard: int, registry, shard_config: ShardConfig, caption: IngestCaptionConfig):
         self.storage = Storage.for_uri(root)
-        self.counter, self.registry = counter, registry
+        self.first_shard, self.registry = first_shard, registry
         self.config = shard_config
         self.caption = caption
+
+    def shard_for(self, group: list[dict]) -> str:
+        return shard_name(self.first_shard + int(group[0]["source"]["source_index"]))
 
     def __call__(self, batch: dict) -> dict:
         items = [decode_row({"item": i, "media": m}) for i, m in zip(batch["item"], batch["media"])]
         good = [it for it in items if not (it.get("failed") or it.get("duplicate_of"))]
-        fresh = set(ray.get(self.registry.uncommitted.remote([it["video_id"] for it in good])))
-        records: dict[str, dict] = {}
         shard_of: dict[str, str] = {}
-
-        annotations = {it["video_id"]: it.get("annotations", {}) for it in good}
-
-        def on_commit(shard):
-            write_index_part(self.storage, shard, records)
-            if self.caption.enabled:
-                self._write_captions(shard, annotations)
-            keys = [s.key for s in shard.samples]
-            ray.get(self.registry.mark_committed.remote(keys))
-            shard_of.update({k: shard.name for k in keys})
-
-        writer = ShardWriter(self.storage, lambda: ray.get(self.counter.next.remote()),
-                             max_bytes=self.config.max_bytes, max_samples=self.config.max_videos, on_commit=on_commit)
-        with writer:
-            for it in good:
-                key = it["video_id"]
-                if key not in fresh:  # a retried batch: already committed by an earlier attempt
-                    continue
-                record = video_record(it)
-                records[key] = record
-                writer.write(key, {"json": encode_json(record), it["probe"]["media_ext"]: it["media"]})
+        for group in plan_shard_groups(good, self.config.max_bytes, self.config.max_videos):
+            name = self.shard_for(group)
+            if self.storage.exists(name):  # published by a killed attempt of this same batch
+                self._complete_published(name, group)
+            else:
+                self._write_group(name, group)
+            shard_of.update({it["video_id"]: name for it in group})
+            for it in group:
                 it["media"] = None
         rows = [ledger_row(it, shard_of.get(it.get("video_id"))) for it in items]
         return {"ledger": [json.dumps(r) for r in rows]}
+
+    def _write_group(self, name: str, group: list[dict]) -> None:
+        records = {it["video_id"]: video_record(it) for it in group}
+        annotations = {it["video_id"]: it.get("annotations", {}) for it in group}
+
+        def on_commit(shard):
+            fault_point("writer-after-publish")
+            write_index_part(self.storage, shard, records)
+            fault_point("writer-after-index")
+            if self.caption.enabled:
+                self._write_captions(shard, annotations)
+
+        number = shard_number(name)
+        writer = ShardWriter(self.storage, lambda: number, max_bytes=1 << 62, max_samples=len(group) + 1,
+                             on_commit=on_commit)
+        with writer:
+            for it in group:
+                key = it["video_id"]
+                writer.write(key, {"json": encode_json(records[key]), it["probe"]["media_ext"]: it["media"]})
+
+    def _complete_published(self, name: str, group: list[dict]) -> None:
+        if not self.storage.exists(part_paths(name)[0]):
+            rebuild_index_part(self.storage, name)  # from the shard itself: its offsets are the truth
+        if self.caption.enabled:
+            samples = [WrittenSample(key=it["video_id"], shard=name, members={}) for it in group]
+            self._write_captions(CommittedShard(name=name, bytes=0, samples=samples),
+                                 {it["video_id"]: it.get("annotations", {}) for it in group})
 
     def _write_captions(self, shard, annotations: dict[str, dict]) -> None:
         """The shard's captions as one layer part named after it; clip failures in the layer's ledger."""
@@ -286,14 +321,35 @@ def connect_ray(config: RayConfig) -> bool:
     return True
 
 
-def _committed_state(storage: Storage) -> tuple[dict[str, str], set[str], int]:
+def _shard_numbers(storage: Storage) -> list[int]:
+    numbers = []
+    for path in storage.list("videos"):
+        try:
+            numbers.append(shard_number(path))
+        except ValueError:
+            continue  # not a shard of ours; it is never read
+    return numbers
+
+
+def _drop_duplicates(storage: Storage, ledger: Ledger) -> None:
+    """A key in two shards (a killed writer's retried batch grouped otherwise): keep the lowest."""
+    videos, _ = read_index_parts(storage)
+    for note in drop_duplicate_keys(storage, videos):
+        log.warning("shard %s: %s", note["shard"], note["reason"])
+        for key in note["keys"]:
+            ledger.add(video_id=key, status=STATUS_OK, action="repaired", stage="repair", reason=note["reason"],
+                       shard=note["shard"])
+
+
+def _committed_state(storage: Storage, ledger: Ledger) -> tuple[dict[str, str], set[str], int]:
     """(sha256 → key, committed keys, next shard number) from what is on storage."""
     repaired = repair_index_parts(storage)
     if repaired:
         log.warning("rebuilt index parts of %d shard(s) committed by a killed run", len(repaired))
+    _drop_duplicates(storage, ledger)
     videos, _ = read_index_parts(storage)
     owners = dict(zip(videos["sha256"].to_pylist(), videos["key"].to_pylist()))
-    numbers = [shard_number(p) for p in storage.list("videos") if p.endswith(".tar")]
+    numbers = _shard_numbers(storage)
     return owners, set(videos["key"].to_pylist()), (max(numbers) + 1 if numbers else 0)
 
 
@@ -321,7 +377,8 @@ def _plan_sources(rows: list[dict], committed: set[str], ledger: Ledger, summary
     return todo
 
 
-def _build_dataset(items: list[dict], stages: list[StageSpec], out: str, config: IngestConfig, counter, registry):
+def _build_dataset(items: list[dict], stages: list[StageSpec], out: str, config: IngestConfig, first_shard: int,
+                   registry):
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = config.ray.progress_bars
     ds = ray.data.from_items([encode_row(dict(it)) for it in items], override_num_blocks=max(1, min(len(items), 10000)))
@@ -334,7 +391,7 @@ def _build_dataset(items: list[dict], stages: list[StageSpec], out: str, config:
             ds = ds.map(row_mapper(spec.stage), num_cpus=spec.num_cpus)
     writers = _writers_that_fit(config.resources)
     return ds.map_batches(
-        ShardWriteStage, fn_constructor_args=(out, counter, registry, config.shards, config.caption),
+        ShardWriteStage, fn_constructor_args=(out, first_shard, registry, config.shards, config.caption),
         batch_size=config.shards.max_videos, num_cpus=config.resources.write_cpus,
         compute=ray.data.ActorPoolStrategy(size=writers),
     )
@@ -372,21 +429,22 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
     ledger = Ledger(storage, summary.run_id)
     rows = read_manifest(manifest)
     summary.sources = len(rows)
-    owners, committed, next_shard = _committed_state(storage)
+    owners, committed, next_shard = _committed_state(storage, ledger)
     todo = _plan_sources(rows, committed, ledger, summary)
     print(f"[longvid] run {summary.run_id}: {len(rows)} sources, {len(todo)} to process, "
           f"{summary.skipped} already committed → {storage.root}", file=log_stream, flush=True)
     started = connect_ray(config.ray)
     try:
         if todo:
-            registry = ContentRegistry.remote(owners, sorted(committed))
-            counter = ShardCounter.remote(next_shard)
-            ds = _build_dataset(todo, build_stages(config, registry), out, config, counter, registry)
+            # restarted with its first arguments if killed: claims made since are lost, never keys
+            registry = ContentRegistry.options(max_restarts=-1, max_task_retries=-1).remote(owners, sorted(committed))
+            ds = _build_dataset(todo, build_stages(config, registry), out, config, next_shard, registry)
             shards: set[str] = set()
             last_flush = last_progress = time.time()
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for text in batch["ledger"]:
                     _record(json.loads(text), ledger, summary, shards, {})
+                fault_point("driver-after-batch")
                 now = time.time()
                 if now - last_flush > config.ledger_flush_s:
                     ledger.flush()
@@ -398,6 +456,7 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
                     last_progress = now
             summary.shards_written = len(shards)
         _explain_duplicates_of_failures(ledger, summary)
+        _drop_duplicates(storage, ledger)
         ledger.flush()
         summary.dataset = finalize(storage)
         summary.clips = _clips_written(storage, ledger)
