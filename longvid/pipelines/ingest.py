@@ -33,7 +33,7 @@ from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
 from ..shards.storage import Storage
 from ..shards.repair import drop_duplicate_keys
 from ..shards.writer import CommittedShard, ShardWriter, WrittenSample, encode_json, shard_name, shard_number
-from .manifest import read_manifest
+from .manifest import Manifest, load_manifest
 from .stages import ActorStage, StageSpec, decode_row, encode_row, row_mapper
 
 log = logging.getLogger("longvid")
@@ -272,6 +272,12 @@ class ShardWriteStage:
 # -- the driver ------------------------------------------------------------------------------
 
 
+def reason_class(reason: str) -> str:
+    """The stable part of a reason (``not_found: /a/b.mp4`` → ``not_found``) that summaries group by."""
+    head, sep, _ = (reason or "").partition(": ")
+    return head if sep and len(head) <= 48 else (reason or "")
+
+
 @dataclass
 class IngestSummary:
     run_id: str
@@ -280,12 +286,19 @@ class IngestSummary:
     skipped: int = 0
     duplicates: int = 0
     failed: int = 0
-    failures: Counter = field(default_factory=Counter)  # "stage: reason" → count
+    failures: Counter = field(default_factory=Counter)  # "stage: reason class" → count (1,000 missing files: one line)
+    examples: dict = field(default_factory=dict)  # "stage: reason class" → the first full reason seen
     video_seconds: float = 0.0
     clips: int = 0
     shards_written: int = 0
     wall_s: float = 0.0
     dataset: dict = field(default_factory=dict)
+
+    def add_failure(self, stage: str, reason: str) -> None:
+        group = f"{stage}: {reason_class(reason)}"
+        self.failed += 1
+        self.failures[group] += 1
+        self.examples.setdefault(group, reason)
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -301,7 +314,8 @@ class IngestSummary:
             f"{self.shards_written} new shards · {rate:.1f} video-seconds/s",
         ]
         for reason, n in self.failures.most_common():
-            lines.append(f"  failed ×{n}: {reason}")
+            example = self.examples.get(reason, "")
+            lines.append(f"  failed ×{n}: {reason}" + (f" (e.g. {example[:200]})" if example and example != reason else ""))
         if self.dataset:
             c = self.dataset["counts"]
             lines.append(f"  dataset: {c['videos']} videos, {c['clips']} clips, {c['shards']} shards, {self.dataset['hours']:.3f} h")
@@ -353,16 +367,15 @@ def _committed_state(storage: Storage, ledger: Ledger) -> tuple[dict[str, str], 
     return owners, set(videos["key"].to_pylist()), (max(numbers) + 1 if numbers else 0)
 
 
-def _plan_sources(rows: list[dict], committed: set[str], ledger: Ledger, summary: IngestSummary) -> list[dict]:
+def _plan_sources(manifest: Manifest, committed: set[str], ledger: Ledger, summary: IngestSummary) -> list[dict]:
     """Drop what needs no work (bad rows, committed keys, repeated URLs), recording each."""
+    for bad in manifest.bad_rows:
+        ledger.add(source_index=bad.source_index, url=bad.url, status=STATUS_FAILED, action="failed", stage="manifest",
+                   reason=bad.reason)
+        summary.add_failure("manifest", bad.reason)
     todo, seen = [], {}
-    for row in rows:
+    for row in manifest.iter_rows():
         base = {"source_index": row["source_index"], "url": row["url"]}
-        if not row["url"]:
-            ledger.add(**base, status=STATUS_FAILED, action="failed", stage="manifest", reason="empty url")
-            summary.failed += 1
-            summary.failures["manifest: empty url"] += 1
-            continue
         key = video_id_for(row["url"])
         if key in committed:
             ledger.add(**base, video_id=key, status=STATUS_OK, action="skipped", stage="resume", reason="already committed")
@@ -417,8 +430,7 @@ def _record(row: dict, ledger: Ledger, summary: IngestSummary, shards: set[str],
     elif row["action"] == "duplicate":
         summary.duplicates += 1
     else:
-        summary.failed += 1
-        summary.failures[f"{row['stage']}: {row['reason']}"] += 1
+        summary.add_failure(row["stage"], row["reason"])
 
 
 def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_stream=sys.stderr) -> IngestSummary:
@@ -427,11 +439,11 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
     storage = Storage.for_uri(out)
     summary = IngestSummary(run_id=new_run_id())
     ledger = Ledger(storage, summary.run_id)
-    rows = read_manifest(manifest)
-    summary.sources = len(rows)
+    sources = load_manifest(manifest)
+    summary.sources = sources.num_rows
     owners, committed, next_shard = _committed_state(storage, ledger)
-    todo = _plan_sources(rows, committed, ledger, summary)
-    print(f"[longvid] run {summary.run_id}: {len(rows)} sources, {len(todo)} to process, "
+    todo = _plan_sources(sources, committed, ledger, summary)
+    print(f"[longvid] run {summary.run_id}: {summary.sources} sources, {len(todo)} to process, "
           f"{summary.skipped} already committed → {storage.root}", file=log_stream, flush=True)
     started = connect_ray(config.ray)
     try:
@@ -451,7 +463,7 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
                     last_flush = now
                 if now - last_progress > config.progress_s:
                     done = summary.written + summary.failed + summary.duplicates + summary.skipped
-                    print(f"[longvid] {done}/{len(rows)} sources · written {summary.written} · failed {summary.failed}"
+                    print(f"[longvid] {done}/{summary.sources} sources · written {summary.written} · failed {summary.failed}"
                           f" · {summary.video_seconds / 3600:.2f} h · {now - t0:.0f} s", file=log_stream, flush=True)
                     last_progress = now
             summary.shards_written = len(shards)
@@ -476,8 +488,7 @@ def _explain_duplicates_of_failures(ledger: Ledger, summary: IngestSummary) -> N
             r.update(status=STATUS_FAILED, action="failed", stage=first["stage"],
                      reason=f"same content as {first['url']}, which failed: {first['reason']}")
             summary.duplicates -= 1
-            summary.failed += 1
-            summary.failures[f"{first['stage']}: {first['reason']}"] += 1
+            summary.add_failure(first["stage"], first["reason"])
 
 
 def _clips_written(storage: Storage, ledger: Ledger) -> int:
