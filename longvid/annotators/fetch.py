@@ -24,6 +24,11 @@ class FetchConfig:
     retries: int = 3  # extra HTTP attempts on connection errors, 429 and 5xx
     backoff_s: float = 0.5  # first retry delay; doubles each attempt
 
+    def __post_init__(self):
+        from ..config import check_positive
+
+        check_positive("fetch", max_bytes=self.max_bytes, timeout_s=self.timeout_s, deadline_s=self.deadline_s)
+
 
 def _human(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import ray
 
+from ..config import check_positive
+
 from ..annotators.base import Resources, Stage
 from ..annotators.captioners import CaptionerConfig
 from ..annotators.captioners.stage import CaptionStage, PrepareCaptionFrames
@@ -43,6 +45,9 @@ log = logging.getLogger("longvid")
 class ShardConfig:
     max_bytes: int = 1 << 30  # 1 GiB: large enough for sequential reads, small enough to retry an upload
     max_videos: int = 64  # videos per shard (and per writer call): bounds what a killed writer loses
+
+    def __post_init__(self):
+        check_positive("shards", max_bytes=self.max_bytes, max_videos=self.max_videos)
 
 
 @dataclass
@@ -433,10 +438,25 @@ def _record(row: dict, ledger: Ledger, summary: IngestSummary, shards: set[str],
         summary.add_failure(row["stage"], row["reason"])
 
 
+class IngestError(ValueError):
+    """The run cannot start (bad --out); one line for the command line."""
+
+
+def check_output(out: str) -> Storage:
+    """The dataset root, refused before any work when it cannot be one."""
+    try:
+        storage = Storage.for_uri(out)
+    except ValueError as exc:
+        raise IngestError(f"--out {out}: {exc}; write a folder or s3://BUCKET/PREFIX") from None
+    if not out.startswith("s3://") and os.path.exists(storage.root) and not os.path.isdir(storage.root):
+        raise IngestError(f"--out {out} is an existing file, not a dataset folder: name a new or dataset folder")
+    return storage
+
+
 def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_stream=sys.stderr) -> IngestSummary:
     config = config or IngestConfig()
     t0 = time.time()
-    storage = Storage.for_uri(out)
+    storage = check_output(out)
     summary = IngestSummary(run_id=new_run_id())
     ledger = Ledger(storage, summary.run_id)
     sources = load_manifest(manifest)

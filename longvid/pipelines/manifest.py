@@ -223,6 +223,9 @@ def _read_bytes(uri: str) -> bytes:
             raise ManifestError(f"manifest not found: {uri} (no such S3 object or bucket)") from None
         except RetryError as exc:
             raise ManifestError(f"cannot read manifest {uri}: {exc}") from None
+        except Exception as exc:  # botocore: credentials, access denied, bad endpoint
+            detail = " ".join(str(exc).split())
+            raise ManifestError(f"cannot read manifest {uri}: {type(exc).__name__}: {detail}") from None
     if os.path.isdir(uri):
         raise ManifestError(f"manifest {uri} is a directory: name a CSV/TSV/JSONL/Parquet file")
     if not os.path.exists(uri):

@@ -41,12 +41,13 @@ _TRANSIENT_CODES = ("500", "502", "503", "504", "SlowDown", "InternalError", "Re
 
 
 def _transient(exc: BaseException) -> bool:
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError, ResponseStreamingError
 
     if isinstance(exc, ClientError):
         return exc.response.get("Error", {}).get("Code", "") in _TRANSIENT_CODES
-    if isinstance(exc, (BotoCoreError, http.client.IncompleteRead, ConnectionError, TimeoutError)):
-        return True  # ResponseStreamingError, IncompleteReadError, EndpointConnectionError, ReadTimeout...
+    if isinstance(exc, (HTTPClientError, ResponseStreamingError, IncompleteReadError, http.client.IncompleteRead,
+                        ConnectionError, TimeoutError)):
+        return True  # bodies cut short, resets, endpoint/read timeouts; not credentials or bad parameters
     try:
         import urllib3.exceptions as u3
 
