@@ -167,7 +167,9 @@ def ledger_row(item: dict, shard: str | None = None) -> dict:
         row.update(status=STATUS_OK, action="duplicate", stage="dedup", duplicate_of=item["duplicate_of"],
                    reason=item.get("duplicate_reason", "same content as another source (sha256)"))
     else:
-        row.update(status=STATUS_OK, action="written", stage="write", shard=shard)
+        notes = (item.get("probe") or {}).get("notes") or []  # a header overruled, a preview track skipped
+        row.update(status=STATUS_OK, action="written", stage="probe" if notes else "write", shard=shard,
+                   reason="; ".join(notes) or None)
     return row
 
 
