@@ -34,7 +34,7 @@ from longvid.annotators.captioners import (Captioner, CaptionerConfig, ModelConf
                                            make_engine, prepare_clips)
 from longvid.annotators.clips import ClipConfig  # noqa: E402
 from longvid.annotators.segment import SegmentConfig  # noqa: E402
-from longvid.pipelines.annotate import AnnotateConfig, PipelineConfig, build_dataset, plan_parts, video_table  # noqa: E402
+from longvid.pipelines.annotate import AnnotateConfig, PipelineConfig, plan_parts, run_pipeline, video_table  # noqa: E402
 from longvid.pipelines.ingest import IngestConfig, RayConfig, ShardConfig, run_ingest  # noqa: E402
 from longvid.pipelines.manifest import write_manifest  # noqa: E402
 from longvid.shards.index import read_clips_index  # noqa: E402
@@ -179,7 +179,7 @@ def pipeline_throughput(args, dataset: str, backend: str, prepare: bool) -> dict
     batches: dict[tuple, list[int]] = {}  # model span -> [captions, tokens]
     t0 = time.perf_counter()
     with GpuSampler() as gpu:
-        for out in build_dataset(storage, config, "caption", parts).iter_rows():
+        for out in run_pipeline(storage, config, "caption", parts):
             result = json.loads(out["result"])
             if result.get("model_span"):
                 got = batches.setdefault(tuple(result["model_span"]), [0, 0])

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
+from .annotators.base import Stage
+
 # codec name → (container extension, PyAV pixel format)
 CODECS = {
     "h264": ("mp4", "yuv420p"),
@@ -384,31 +386,42 @@ def write_known_cut_dataset(root: str, videos: list[tuple[str, list[int]]], per_
                             clips=None) -> None:
     """A dataset as ``longvid ingest`` writes it (shards, index parts, ``dataset.json``) from
     generated videos whose cuts are known, without Ray or shot detection: for tests and benchmarks.
-    ``videos``: (path, cut frames) pairs; ``clips``: a ``ClipConfig`` (default: the ingest's)."""
-    import hashlib
-    import itertools
+    The ingest's own stages and sink, run by the in-process executor, with the shot detector
+    replaced by the known cuts. ``videos``: (path, cut frames) pairs; ``clips``: a ``ClipConfig``."""
+    from .annotators.clips import ClipConfig
+    from .annotators.fetch import Fetch
+    from .annotators.plan import Plan
+    from .annotators.probe import Probe
+    from .pipelines.executors import LocalExecutor
+    from .pipelines.shard_sink import IngestState, WriteShards
+    from .shards import Storage, finalize
 
-    from .annotators.clips import ClipConfig, make_clips
-    from .annotators.plan import Plan, video_record
-    from .annotators.probe import probe_bytes
-    from .annotators.shots import shots_from_boundaries
-    from .shards import ShardWriter, Storage, encode_json, finalize, write_index_part
-    from .shards.schema import video_id_for
+    cuts = {path: list(c) for path, c in videos}
+    stages = [Fetch(), Probe(), KnownCuts(cuts, clips or ClipConfig()), Plan(),
+              WriteShards(root, max_videos=per_shard, max_bytes=1 << 40)]
+    state = IngestState({}, [], 0)
+    items = [{"source": {"url": path, "source_index": i}} for i, (path, _) in enumerate(videos)]
+    for row in LocalExecutor(stages, shared={"ingest": state}).run(items):
+        if row["status"] != "ok":
+            raise ValueError(f"{row['url']}: {row['stage']}: {row['reason']}")
+    finalize(Storage.for_uri(root))
 
-    storage = Storage.for_uri(root)
-    records: dict[str, dict] = {}
-    numbers = itertools.count()
-    with ShardWriter(storage, lambda: next(numbers), max_samples=per_shard,
-                     on_commit=lambda shard: write_index_part(storage, shard, records)) as writer:
-        for path, cuts in videos:
-            with open(path, "rb") as f:
-                data = f.read()
-            probe = probe_bytes(data)
-            key = video_id_for(path)
-            shots = shots_from_boundaries(cuts, probe["num_frames"], probe["fps"])
-            item = {"video_id": key, "source": {"url": path}, "sha256": hashlib.sha256(data).hexdigest(),
-                    "probe": probe, "shots": shots,
-                    "clips": make_clips(key, shots, probe["num_frames"], probe["fps"], clips or ClipConfig())}
-            records[key] = video_record(Plan().process(item))
-            writer.write(key, {"json": encode_json(records[key]), probe["media_ext"]: data})
-    finalize(storage)
+
+class KnownCuts(Stage):
+    """A segment stage that knows the answer: shots and clips from the generator's cut list."""
+
+    name = "segment"
+    version = "known"
+
+    def __init__(self, cuts: dict[str, list[int]], clip_config):
+        self.cuts, self.clip_config = cuts, clip_config
+
+    def process(self, item: dict) -> dict:
+        from .annotators.clips import make_clips
+        from .annotators.shots import shots_from_boundaries
+
+        probe = item["probe"]
+        shots = shots_from_boundaries(self.cuts[item["source"]["url"]], probe["num_frames"], probe["fps"])
+        item["shots"] = shots
+        item["clips"] = make_clips(item["video_id"], shots, probe["num_frames"], probe["fps"], self.clip_config)
+        return item

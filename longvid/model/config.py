@@ -74,9 +74,12 @@ def default_stages() -> list[StageConfig]:
     ]
 
 
+TOY_SOURCE = "toy"  # data.source alias of longvid.model.toydata:synthetic_captions (tests, smoke runs)
+
+
 @dataclass
 class DataConfig:
-    source: str = "longvid.model.toydata:synthetic_captions"  # module:factory(stage, rank, world_size, seed, **options) returning a DataSource; only longvid.* modules
+    source: str = ""  # module:factory(stage, rank, world_size, seed, **options) returning a DataSource (only longvid.* modules), or "toy"; required: no silent fallback to toy data
     options: dict = field(default_factory=dict)  # keyword arguments of the factory (dataset path, mix, ...)
 
 
@@ -131,5 +134,9 @@ def validate(config: TrainConfig) -> None:
             raise ConfigError(f"stage {stage.name}: unknown trainable part(s) {sorted(bad)}")
     if config.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"precision must be auto, bf16 or fp32, not {config.precision!r}")
-    if not config.data.source.startswith("longvid."):
+    if not config.data.source:
+        raise ConfigError("data.source is not set: name the training data, e.g. --data.source "
+                          "longvid.shards.stream:training_source (a dataset), or --data.source toy (generated captions, "
+                          "for a smoke test)")
+    if config.data.source != TOY_SOURCE and not config.data.source.startswith("longvid."):
         raise ConfigError(f"data.source must name a longvid.* module, got {config.data.source!r}")

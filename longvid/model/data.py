@@ -24,6 +24,11 @@ class DataSource(Protocol):
 
 def load_factory(source: str) -> Callable[..., DataSource]:
     """``module:function`` inside the ``longvid`` package (config never names outside code)."""
+    if not source:
+        raise ValueError("data.source is not set: name the training data (longvid.shards.stream:training_source, "
+                         "or toy for generated captions); there is no default data set")
+    if source == "toy":  # config.TOY_SOURCE: the generated captioning set, only when named
+        source = "longvid.model.toydata:synthetic_captions"
     module_name, _, attr = source.partition(":")
     if not module_name.startswith("longvid.") or not attr:
         raise ValueError(f"data.source must look like longvid.module:factory, got {source!r}")

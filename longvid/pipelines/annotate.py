@@ -19,8 +19,10 @@ from ..shards.index import VIDEOS_INDEX, read_index_parts, read_videos_index
 from ..shards.layers import layer_dir, layer_parts, read_layer, write_layer_meta, write_layer_part
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.storage import Storage
-from .annotate_stages import CaptionActor, InlineCaptionActor, WriterActor, prepare_videos
+from .annotate_stages import CaptionClips, CaptionVideosInline, PrepareClipFrames, WriteSummaries
+from .executors import RayExecutor
 from .ingest import RayConfig, connect_ray
+from .placement import StageOverride
 
 
 @dataclass
@@ -36,6 +38,18 @@ class PipelineConfig:
 
 
 @dataclass
+class AnnotateStagesConfig:
+    """Per-stage overrides (unset: what pipeline.* declares); e.g. --stages.caption.num-gpus 0."""
+
+    prepare: StageOverride = field(default_factory=StageOverride)  # declared: pipeline.prepare_cpus
+    caption: StageOverride = field(default_factory=StageOverride)  # declared: pipeline.num_cpus/num_gpus/pool_size/batch_size
+    write: StageOverride = field(default_factory=StageOverride)  # the summary/QA writer; declared as caption
+
+    def by_name(self) -> dict[str, StageOverride]:
+        return {"prepare": self.prepare, "caption": self.caption, "write": self.write}
+
+
+@dataclass
 class AnnotateConfig:
     layer: str = "caption"  # layer name: annotations/<layer>/<version>/
     version: str = ""  # layer version tag (required); a new captioner or prompt gets a new version
@@ -44,6 +58,7 @@ class AnnotateConfig:
     source_layer: str = ""  # writer input: LAYER/VERSION of clip captions (e.g. caption/v1)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     ray: RayConfig = field(default_factory=RayConfig)  # which Ray to join or start (as for ingest)
+    stages: AnnotateStagesConfig = field(default_factory=AnnotateStagesConfig)  # per-stage resources
     limit_videos: int = 0  # annotate only the first N videos (trials); 0 = all
 
 
@@ -164,28 +179,36 @@ def commit_part(storage: Storage, config: AnnotateConfig, ledger: Ledger, part: 
     return counts
 
 
-def build_dataset(storage: Storage, config: AnnotateConfig, task: str, parts: dict[str, list[dict]]):
-    """The Ray Data graph: (prepare →) model actor pool; yields result rows {part, key, result}."""
-    import ray
-
+def build_stages(storage: Storage, config: AnnotateConfig, task: str) -> list:
+    """The pipeline, top to bottom: (prepare →) model; each stage yields result items {part, key, result}."""
     p = config.pipeline
-    items = [dict(v, part=name) for name, rows in parts.items() for v in rows]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))
-    actor_args = dict(compute=ray.data.ActorPoolStrategy(size=p.pool_size), num_gpus=p.num_gpus,
-                      num_cpus=p.num_cpus, max_restarts=p.max_restarts, max_task_retries=p.max_restarts)
+    model = dict(num_cpus=p.num_cpus, num_gpus=p.num_gpus, actors=p.pool_size, batch_size=p.batch_size)
     if task == "write":  # items carry their timeline (attach_timelines): no video bytes are read
-        return ds.map_batches(WriterActor, fn_constructor_kwargs={"config": config.writer},
-                              batch_size=p.batch_size, **actor_args)
+        return [WriteSummaries(config.writer, **model)]
     if not p.prepare_stage:
-        return ds.map_batches(InlineCaptionActor, fn_constructor_kwargs={"config": config.captioner, "storage": storage,
-                                                                         "batch_size": p.batch_size},
-                              batch_size=1, **actor_args)
-    # yields one row per clip: {part, key, meta (JSON: clip span, expected count, error), frames (bytes)}
-    ds = ds.map_batches(prepare_videos, fn_kwargs={"storage": storage, "config": config.captioner},
-                        batch_size=1, num_cpus=p.prepare_cpus)
-    # yields one row per clip: {part, key, result (JSON: layer rows, failures, tokens, expected)}
-    return ds.map_batches(CaptionActor, fn_constructor_kwargs={"config": config.captioner},
-                          batch_size=p.batch_size, **actor_args)
+        return [CaptionVideosInline(storage, config.captioner, **model)]
+    return [PrepareClipFrames(storage, config.captioner, p.prepare_cpus), CaptionClips(config.captioner, **model)]
+
+
+def run_pipeline(storage: Storage, config: AnnotateConfig, task: str, parts: dict[str, list[dict]]):
+    """yields the result items of ``parts``' videos, from the stages on Ray (after the resource check)"""
+    items = [dict(v, part=name) for name, rows in parts.items() for v in rows]
+    executor = RayExecutor(build_stages(storage, config, task), config.stages.by_name(),
+                           max_restarts=config.pipeline.max_restarts)
+    try:
+        yield from executor.run(items)
+    finally:
+        executor.close()
+
+
+def result_of(out: dict) -> dict:
+    """A result item's result; a dropped item (a stage's batch-wide error) becomes a failure."""
+    if "dropped" not in out:
+        return json.loads(out["result"])
+    meta = json.loads(out["meta"]) if "meta" in out else {"expected": 1, "clip_id": None}
+    reason = out["dropped"]["reason"]
+    return {"expected": meta["expected"], "rows": [], "num_tokens": 0,
+            "failures": [{"stage": out["dropped"]["stage"], "clip_id": meta.get("clip_id"), "reason": reason}]}
 
 
 def producer_for(config: AnnotateConfig, task: str) -> dict:
@@ -285,8 +308,8 @@ def _run_parts(storage: Storage, config: AnnotateConfig, task: str, todo: dict[s
     totals = {"videos": 0, "failed_videos": 0, "rows": 0, "failures": 0, "tokens": 0}
     tracker = PartTracker(todo)
     stage = "caption" if task == "caption" else "write"
-    for out in build_dataset(storage, config, task, todo).iter_rows():
-        result = json.loads(out["result"])
+    for out in run_pipeline(storage, config, task, todo):
+        result = result_of(out)
         if tracker.add(out["part"], out["key"], result):
             keys = [v["key"] for v in todo[out["part"]]]
             counts = commit_part(storage, config, ledger, out["part"], todo[out["part"]],

@@ -1,9 +1,10 @@
-"""The Ray Data functions of ``longvid annotate``: the CPU preparation stage (ranged read of one
-video from its shard, one decode, the planned frames resized) and the model actors (captioner
-with or without a preparation stage before it, and the summary/QA writer).
+"""The stages of ``longvid annotate`` (the stage contract, run by ``pipelines.executors``): the
+CPU preparation stage (ranged read of one video from its shard, one decode, the planned frames
+resized, one item per clip) and the model stages (captioner with or without a preparation stage
+before it, and the summary/QA writer).
 
-Rows between stages are flat (strings, bytes): JSON metadata and raw frame bytes, never pickles.
-The annotators do the work; this module only moves rows and turns failures into result rows.
+Items carry JSON metadata and raw frame bytes (as ``media``), never pickles. The annotators do the
+work; this module only shapes items and turns failures into result items.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ from typing import Iterator
 
 import numpy as np
 
-from ..annotators.base import ItemFailed
+from ..annotators.base import ItemFailed, Resources, Stage
 from ..annotators.captioners import Captioner, CaptionerConfig, ClipFrames, caption_rows, producer_id
 from ..annotators.captioners.frames import iter_clip_frames
 from ..annotators.writers import TimelineClip, VideoTimeline, VideoWriter, WriterConfig, written_rows
 from ..shards.reader import read_record
 from ..shards.storage import Storage
-
-PREPARE_CHUNK = 8  # clips per block out of the preparation stage: small blocks keep memory flat
-
 
 def batch_rows(batch: dict) -> list[dict]:
     """A Ray Data numpy batch (column → array) as plain Python rows."""
@@ -75,19 +73,6 @@ PREPARED = ("part", "key", "meta", "frames")
 RESULTS = ("part", "key", "result")
 
 
-def prepare_videos(batch: dict, storage: Storage, config: CaptionerConfig) -> Iterator[dict]:
-    """Ray Data generator UDF: videos in, clip rows out, ``PREPARE_CHUNK`` at a time."""
-    out: list[dict] = []
-    for video in batch_rows(batch):
-        for row in prepare_video(video, storage, config):
-            out.append(row)
-            if len(out) >= PREPARE_CHUNK:
-                yield columns(out, PREPARED)
-                out = []
-    if out:
-        yield columns(out, PREPARED)
-
-
 def caption_prepared(captioner: Captioner, pid: str, rows: list[dict]) -> dict:
     """Caption the clip rows among ``rows``; failure rows pass through. One result per row."""
     metas = [json.loads(r["meta"]) for r in rows]
@@ -118,40 +103,6 @@ def caption_prepared(captioner: Captioner, pid: str, rows: list[dict]) -> dict:
     return columns(results, RESULTS)
 
 
-class CaptionActor:
-    """A model worker fed by the preparation stage: one engine, loaded once, for its lifetime."""
-
-    def __init__(self, config: CaptionerConfig):
-        self.captioner = Captioner(config)
-        self.captioner.setup()
-        self.pid = producer_id(self.captioner.producer())
-
-    def __call__(self, batch: dict) -> dict:
-        return caption_prepared(self.captioner, self.pid, batch_rows(batch))
-
-
-class InlineCaptionActor(CaptionActor):
-    """A model worker that decodes its videos itself (preparation stage off): the baseline the
-    benchmark compares against; the engine idles while each video decodes."""
-
-    def __init__(self, config: CaptionerConfig, storage: Storage, batch_size: int):
-        super().__init__(config)
-        self.config = config
-        self.storage = storage
-        self.batch_size = batch_size
-
-    def __call__(self, batch: dict) -> Iterator[dict]:
-        pending: list[dict] = []
-        for video in batch_rows(batch):
-            for row in prepare_video(video, self.storage, self.config):
-                pending.append(row)
-                if len(pending) >= self.batch_size:
-                    yield caption_prepared(self.captioner, self.pid, pending)
-                    pending = []
-        if pending:
-            yield caption_prepared(self.captioner, self.pid, pending)
-
-
 class WriterActor:
     """A text model worker: video timelines in, summary + checked QA rows out."""
 
@@ -180,3 +131,86 @@ class WriterActor:
                 result["failures"] = [{"stage": r["task"], "clip_id": None, "reason": r["reason"]} for r in w.rejected]
             results.append({"part": video["part"], "key": video["key"], "result": json.dumps(result)})
         return columns(results, RESULTS)
+
+
+# -- the same work as stages of the contract (run by pipelines.executors) -------------------------
+#
+# Items: a video row of the index plus ``part`` → (prepare) one item per clip, its frames as
+# ``media`` → (caption) one result item {part, key, result} per clip. The writer: video rows with
+# their ``timeline`` → one result item per video.
+
+
+def _result_items(columns_: dict) -> list[dict]:
+    return [{"part": p, "key": k, "result": r} for p, k, r in zip(columns_["part"], columns_["key"], columns_["result"])]
+
+
+class PrepareClipFrames(Stage):
+    """CPU: one video → one item per clip (frames as media, JSON meta), or failure items."""
+
+    name = "prepare"
+    version = "1"
+
+    def __init__(self, storage: Storage, config: CaptionerConfig, num_cpus: float):
+        self.storage, self.config = storage, config
+        self.resources = Resources(num_cpus=num_cpus)
+
+    def process(self, video: dict):
+        for row in prepare_video(video, self.storage, self.config):
+            yield {"part": row["part"], "key": row["key"], "meta": row["meta"], "media": row["frames"]}
+
+
+class CaptionClips(Stage):
+    """Model: clip items in, one result item per clip out; the engine loads once per actor."""
+
+    name = "caption"
+
+    def __init__(self, config: CaptionerConfig, num_cpus: float, num_gpus: float, actors: int, batch_size: int):
+        self.config = config
+        self.version = Captioner.version
+        self.resources = Resources(num_cpus=num_cpus, num_gpus=num_gpus)
+        self.actors, self.batch_size = actors, batch_size
+
+    def setup(self) -> None:
+        self.captioner = Captioner(self.config)
+        self.captioner.setup()
+        self.pid = producer_id(self.captioner.producer())
+
+    def process_batch(self, items: list[dict]) -> list[dict]:
+        rows = [{"part": it["part"], "key": it["key"], "meta": it["meta"], "frames": it["media"]} for it in items]
+        return _result_items(caption_prepared(self.captioner, self.pid, rows))
+
+
+class CaptionVideosInline(CaptionClips):
+    """Model worker that decodes its videos itself (preparation stage off): the benchmark's
+    baseline; each video fans out into its clips' results, captioned batch_size at a time."""
+
+    def __init__(self, storage: Storage, config: CaptionerConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        self.storage = storage
+        self.clip_batch, self.batch_size = self.batch_size, 1
+
+    process_batch = Stage.process_batch  # one video at a time through process(), not the clip batch of the parent
+
+    def process(self, video: dict) -> list[dict]:
+        rows, out = list(prepare_video(video, self.storage, self.config)), []
+        for i in range(0, len(rows), self.clip_batch):
+            out += _result_items(caption_prepared(self.captioner, self.pid, rows[i : i + self.clip_batch]))
+        return out
+
+
+class WriteSummaries(Stage):
+    """Text model: video timelines in, one result item (summary + checked QA rows) per video."""
+
+    name = "write"
+
+    def __init__(self, config: WriterConfig, num_cpus: float, num_gpus: float, actors: int, batch_size: int):
+        self.config = config
+        self.version = VideoWriter.version
+        self.resources = Resources(num_cpus=num_cpus, num_gpus=num_gpus)
+        self.actors, self.batch_size = actors, batch_size
+
+    def setup(self) -> None:
+        self.worker = WriterActor(self.config)
+
+    def process_batch(self, items: list[dict]) -> list[dict]:
+        return _result_items(self.worker(columns(items, tuple(items[0]))))

@@ -10,6 +10,7 @@ import sys
 from ..config import ConfigError, add_dataclass_arguments, build_config
 from .ingest import IngestConfig, IngestError, check_output, run_ingest
 from .manifest import ManifestError
+from .placement import ResourceError
 
 
 def register(sub) -> None:
@@ -52,7 +53,7 @@ def cmd_ingest(args) -> int:
         if args.summary_json and os.path.isdir(args.summary_json):
             raise IngestError(f"--summary-json {args.summary_json} is a directory: name a file")
         summary = run_ingest(args.manifest, args.out, config)
-    except (ManifestError, IngestError) as exc:
+    except (ManifestError, IngestError, ResourceError) as exc:
         print(f"longvid ingest: {exc}", file=sys.stderr)
         return 2
     print(summary.format())

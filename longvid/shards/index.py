@@ -48,6 +48,8 @@ VIDEO_SCHEMA = pa.schema(
         ("stage3_frames", pa.int32()),
         ("visual_tokens", pa.int64()),  # at stage 3 (the joint long/short stage)
         ("status", pa.string()),
+        ("near_duplicate_of", pa.string()),  # key of the earlier video most of whose clips this one repeats, or null
+        ("near_duplicate_distance", pa.int32()),  # median pHash distance of those clips
     ]
 )
 
@@ -65,6 +67,10 @@ CLIP_SCHEMA = pa.schema(
         ("num_keyframes", pa.int32()),
         ("stage3_frames", pa.int32()),
         ("visual_tokens", pa.int64()),
+        ("motion_score", pa.float32()),  # mean absolute frame difference in [0, 1]; null where not computed
+        ("phash", pa.list_(pa.uint64())),  # keyframe pHashes (whole, inner, ...): the near-duplicate lookup's table
+        ("near_duplicate_of", pa.string()),  # clip id of the nearest earlier clip of another video, or null
+        ("near_duplicate_distance", pa.int32()),  # its Hamming distance (bits of 64)
     ]
 )
 
@@ -101,6 +107,8 @@ def index_rows(record: dict, sample: WrittenSample) -> tuple[dict, list[dict]]:
         "stage3_frames": stage3.get("num_frames", 0),
         "visual_tokens": stage3.get("visual_tokens", 0),
         "status": video.get("status", "ok"),
+        "near_duplicate_of": (record.get("near_duplicate") or {}).get("of"),
+        "near_duplicate_distance": (record.get("near_duplicate") or {}).get("distance"),
     }
     clip_rows = []
     for clip in record.get("clips", []):
@@ -119,6 +127,10 @@ def index_rows(record: dict, sample: WrittenSample) -> tuple[dict, list[dict]]:
                 "num_keyframes": len(clip.get("keyframes", [])),
                 "stage3_frames": cstage3.get("num_frames", 0),
                 "visual_tokens": cstage3.get("visual_tokens", 0),
+                "motion_score": clip.get("motion_score"),
+                "phash": [int(h, 16) for h in clip.get("phash", [])],
+                "near_duplicate_of": clip.get("near_duplicate_of"),
+                "near_duplicate_distance": clip.get("near_duplicate_distance"),
             }
         )
     return video_row, clip_rows
@@ -195,9 +207,15 @@ def read_index_parts(storage: Storage) -> tuple[pa.Table, pa.Table]:
     paths = storage.list(PARTS_DIR)
     videos = [_read_parquet(storage, p) for p in paths if p.endswith(".videos.parquet")]
     clips = [_read_parquet(storage, p) for p in paths if p.endswith(".clips.parquet")]
-    vt = pa.concat_tables(videos).cast(VIDEO_SCHEMA) if videos else VIDEO_SCHEMA.empty_table()
-    ct = pa.concat_tables(clips).cast(CLIP_SCHEMA) if clips else CLIP_SCHEMA.empty_table()
+    vt = pa.concat_tables([conform(t, VIDEO_SCHEMA) for t in videos]) if videos else VIDEO_SCHEMA.empty_table()
+    ct = pa.concat_tables([conform(t, CLIP_SCHEMA) for t in clips]) if clips else CLIP_SCHEMA.empty_table()
     return vt, ct
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``: a column added since the part was written (``motion_score``) is null."""
+    columns = [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def consolidate(storage: Storage) -> tuple[pa.Table, pa.Table]:

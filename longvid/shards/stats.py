@@ -18,6 +18,7 @@ from .dataset import list_layers, read_dataset_json
 from .index import read_index_parts
 from .layers import layer_dir, layer_parts, read_layer_meta
 from .sampling import BUCKET_LABELS
+from .score_stats import score_histograms, score_svg
 from .storage import Storage, is_s3, split_s3
 
 
@@ -80,6 +81,7 @@ def dataset_stats(storage: Storage) -> dict:
         "buckets": _bucket_rows(videos, clips),
         "layers": [layer_stats(storage, name, version)
                    for name, versions in list_layers(storage).items() for version in versions],
+        "scores": score_histograms(storage),  # curation score distributions, to choose read-time thresholds
     }
 
 
@@ -202,7 +204,8 @@ def render_html(stats: dict) -> str:
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title><style>{style}</style>"
             f"</head><body>\n<h1>{title}</h1>\n<p>{html.escape(stats['dataset'])}</p>\n{summary}\n"
             f"<h2>Duration histogram</h2>\n{histogram_svg(stats['buckets'])}\n<h2>Duration buckets</h2>\n{buckets}\n"
-            f"<h2>Annotation layers</h2>\n{layers}\n</body></html>\n")
+            f"<h2>Annotation layers</h2>\n{layers}\n<h2>Curation scores</h2>\n"
+            + "\n".join(score_svg(h) for h in stats.get("scores", [])) + "\n</body></html>\n")
 
 
 def write_report(stats: dict, path: str) -> str:

@@ -36,7 +36,7 @@ COMMAND_CONFIGS = {
 }
 # actor pools: (section, pool-size key) → {Ray resource: (section, per-actor key)}
 ACTOR_POOLS = {
-    ("resources", "writers"): {"CPU": ("resources", "write_cpus")},
+    ("stages.write", "actors"): {"CPU": ("stages.write", "num_cpus")},
     ("pipeline", "pool_size"): {"CPU": ("pipeline", "num_cpus"), "GPU": ("pipeline", "num_gpus")},
     ("caption", "actors"): {"CPU": ("caption", "num_cpus"), "GPU": ("caption", "num_gpus")},
 }
@@ -202,6 +202,12 @@ def resource_requests(config: dict, where: str = "") -> list[tuple[str, str, flo
     return [r for r in out if not r[0].startswith("ray.")]  # ray.num_cpus sizes a local Ray, not a stage
 
 
+def section_of(config: dict, dotted: str) -> dict:
+    for part in dotted.split("."):
+        config = config.get(part) or {}
+    return config
+
+
 def check_resources(config: dict, pods: dict[str, dict], maxima: dict[str, int]) -> list[str]:
     """Every resource a stage asks for exists on some worker group, one task/actor fits one pod, and
     each actor pool fits the cluster at its maximum size (else Ray Data waits for it forever)."""
@@ -214,11 +220,11 @@ def check_resources(config: dict, pods: dict[str, dict], maxima: dict[str, int])
             problems.append(f"{setting} asks for {amount:g} {resource}; no worker group has that much "
                             f"(declared: {declared})")
     for (section, size_key), per_actor in ACTOR_POOLS.items():
-        size = config.get(section, {}).get(size_key)
+        size = section_of(config, section).get(size_key)
         if size is None:
             continue
         for resource, (sec, key) in per_actor.items():
-            amount = float(config[sec][key])
+            amount = float(section_of(config, sec)[key])
             capacity = sum(res.get(resource, 0) * maxima[name] for name, res in pods.items())
             # CPU actors share the CPUs with the tasks that feed them: a pool holding most of them starves
             # its own input (seen on a 2-CPU machine: 8 one-CPU writers, no CPU left to decode, no progress)
@@ -342,7 +348,7 @@ def test_command_check_rejects_unknown_flags_commands_and_configs(tmp_path):
     assert check_command(["ingestt", "m", "--out", "d"])
     assert check_command(good[:-1] + ["cluster/no-such.yaml"])
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**load(CLUSTER / "longvid.yaml"), "resources": {"decode_cpus": 1}}))
+    bad.write_text(yaml.safe_dump({**load(CLUSTER / "longvid.yaml"), "stages": {"decode": {"num_cpus": 1}}}))
     assert "does not load" in check_command(good[:-1] + [str(bad)])[0]
 
 
@@ -393,7 +399,7 @@ def test_resource_check_rejects_what_no_group_provides():
     pods, maxima = kuberay_pods(load(RAYCLUSTER))
     ingest, annotate = stage_configs()["ingest"], stage_configs()["annotate"]
     too_big = copy.deepcopy(ingest)
-    too_big["resources"]["segment_cpus"] = 64
+    too_big["stages"]["segment"]["num_cpus"] = 64
     assert check_resources(too_big, pods, maxima)
     custom = copy.deepcopy(annotate)
     custom["pipeline"]["custom_resources"] = {"h100_node": 1}
@@ -418,7 +424,7 @@ def test_object_store_fits_the_largest_fetch_and_writer_batches():
         assert store >= 2 * max_video, f"{name}: object store below 2 x fetch.max_bytes"
         assert ingest["shards"]["max_videos"] * max_video <= memory - store, f"{name}: a writer batch cannot fit"
         scratch = next(v for v in group["template"]["spec"]["volumes"] if v["name"] == "scratch")
-        in_flight = ingest["resources"]["writers"] * ingest["shards"]["max_bytes"]
+        in_flight = ingest["stages"]["write"]["actors"] * ingest["shards"]["max_bytes"]
         assert quantity_bytes(scratch["emptyDir"]["sizeLimit"]) >= in_flight, f"{name}: scratch < writers x shard size"
 
 
@@ -502,4 +508,4 @@ def test_decode_threads_match_the_segment_cpu_share():
     """FFmpeg's default (0) starts a thread per visible core in every task: 30 tasks x 16 threads."""
     ingest = stage_configs()["ingest"]
     threads = ingest["segment"]["decode"]["threads"]
-    assert 1 <= threads <= max(1, round(ingest["resources"]["segment_cpus"])), threads
+    assert 1 <= threads <= max(1, round(ingest["stages"]["segment"]["num_cpus"])), threads

@@ -20,7 +20,7 @@ def test_train_then_ask(tiny_config, tmp_path, capsys):
     }
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["train", "--config", str(path), "--data-option", "num_samples=8", "--grad-accum", "2"]) == 0
+    assert main(["train", "--config", str(path), "--data.source", "toy", "--data-option", "num_samples=8", "--grad-accum", "2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2 and summary["last"]["samples"] > 0
 

@@ -16,7 +16,7 @@ from longvid.model.trainer import latest_checkpoint
 def test_two_workers_complete_a_short_run(ray_local, tiny_config, tmp_path):
     stage = StageConfig("toy", ["projector", "llm"], 1e-3, 0.0, 4, 4, 4096, steps=3)
     config = TrainConfig(model=copy.deepcopy(tiny_config), stages=[stage], output_dir=str(tmp_path / "run"),
-                         data=DataConfig(options={"num_samples": 16}), micro_batch_tokens=600, max_micro_batch=2)
+                         data=DataConfig(source="toy", options={"num_samples": 16}), micro_batch_tokens=600, max_micro_batch=2)
     metrics = train_with_ray(config, num_workers=2)
     assert metrics["steps"] == 3 and metrics["world_size"] == 2 and metrics["rank"] == 0
     assert metrics["samples"] == 4  # two per worker, summed over both

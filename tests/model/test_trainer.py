@@ -16,7 +16,7 @@ from longvid.model.trainer import latest_checkpoint, train
 def toy_config(tiny_config, output_dir, steps, lr=3e-3, save_every=1000, **kwargs):
     stage = StageConfig("toy", ["all"], lr, lr, 8, 8, 4096, steps=steps, warmup_ratio=0.05)
     return TrainConfig(model=copy.deepcopy(tiny_config), stages=[stage], output_dir=str(output_dir),
-                       data=DataConfig(options={"num_samples": 32}), micro_batch_tokens=1000, max_micro_batch=4,
+                       data=DataConfig(source="toy", options={"num_samples": 32}), micro_batch_tokens=1000, max_micro_batch=4,
                        log_every=1000, save_every=save_every, **kwargs)
 
 
@@ -100,14 +100,18 @@ def test_data_state_refuses_another_recipe():
 
 def test_yaml_config_with_the_four_stages(tmp_path):
     path = tmp_path / "train.yaml"
-    path.write_text("model:\n  hico:\n    dropout_layers: [4, 18]\nrun_stages: [stage3]\ngrad_accum: 4\n")
+    path.write_text("model:\n  hico:\n    dropout_layers: [4, 18]\nrun_stages: [stage3]\ngrad_accum: 4\n"
+                    "data:\n  source: toy\n")
     config = load_train_config(str(path))
     assert [s.name for s in config.stages] == ["stage1", "stage2", "stage3", "stage4"]
     assert (config.stages[0].trainable, config.stages[0].lr, config.stages[0].frames_hi) == (["projector"], 1e-3, 4)
     assert config.stages[3].image_size == 448 and config.grad_accum == 4
-    path.write_text("model:\n  hico:\n    dropout_modes: [uniform, random]\n")
+    path.write_text("model:\n  hico:\n    dropout_modes: [uniform, random]\ndata:\n  source: toy\n")
     with pytest.raises(ConfigError, match="unknown mode"):
         load_train_config(str(path))
     path.write_text("data:\n  source: os:system\n")
     with pytest.raises(ConfigError, match="longvid"):
+        load_train_config(str(path))
+    path.write_text("grad_accum: 4\n")  # no data named: refused, never a silent toy data set
+    with pytest.raises(ConfigError, match="data.source is not set"):
         load_train_config(str(path))

@@ -76,7 +76,7 @@ def test_ray_job_submit_on_two_node_cluster(tmp_path):
         manifest = write_manifest(str(tmp_path / "m.jsonl"), videos + [str(tmp_path / "nope.mp4")])
         out = str(tmp_path / "ds")
         submit = [os.path.join(BIN, "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir",
-                  ".", "--", "python", "-m", "longvid", "ingest", manifest, "--out", out, "--resources.writers", "1",
+                  ".", "--", "python", "-m", "longvid", "ingest", manifest, "--out", out, "--stages.write.actors", "1",
                   "--ray.progress-bars", "false", "--summary-json", str(tmp_path / "summary.json")]
         deadline = time.time() + 120
         while True:  # the head's job agent comes up a little after the dashboard

@@ -27,7 +27,7 @@ SOURCES = 6
 
 def _run(manifest, out, env, timeout=300):
     cmd = [sys.executable, "-m", "longvid", "ingest", manifest, "--out", out,
-           "--shards.max-videos", "2", "--resources.writers", "1", "--ray.num-cpus", "2",
+           "--shards.max-videos", "2", "--stages.write.actors", "1", "--ray.num-cpus", "2",
            "--ray.object-store-mb", "200", "--ray.progress-bars", "false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _cmd(manifest, out):
     return [sys.executable, "-m", "longvid", "ingest", manifest, "--out", out,
-            "--shards.max-videos", "1", "--resources.writers", "1", "--ray.num-cpus", "2",
+            "--shards.max-videos", "1", "--stages.write.actors", "1", "--ray.num-cpus", "2",
             "--ray.object-store-mb", "200", "--ray.progress-bars", "false"]
 
 

@@ -28,8 +28,9 @@ class PrepareCaptionFrames(Stage):
     version = "1"
     resources = Resources(num_cpus=1.0)  # one decode per video
 
-    def __init__(self, config: CaptionerConfig):
+    def __init__(self, config: CaptionerConfig, num_cpus: float = 1.0):
         self.config = config
+        self.resources = Resources(num_cpus=num_cpus)
 
     def process(self, item: dict) -> dict:
         c = self.config
@@ -54,11 +55,12 @@ class CaptionStage(Stage):
     version = Captioner.version
 
     def __init__(self, config: CaptionerConfig, layer: str = "caption", version: str = "v1",
-                 num_gpus: float = 1.0, num_cpus: float = 1.0):
+                 num_gpus: float = 1.0, num_cpus: float = 1.0, actors: int = 1, batch_size: int = 8):
         self.config = config
         self.layer = layer
         self.layer_version = version
         self.resources = Resources(num_cpus=num_cpus, num_gpus=num_gpus)
+        self.actors, self.batch_size = actors, batch_size
         self.captioner: Captioner | None = None
         self._producer: dict | None = None
 
@@ -68,8 +70,7 @@ class CaptionStage(Stage):
         self._producer = self.captioner.producer()
 
     def process(self, item: dict) -> dict:
-        self.process_batch([item])
-        return item
+        return self.process_batch([item])[0]
 
     def _inputs(self, item: dict) -> tuple[list[ClipFrames], list[dict]]:
         rows = item.pop("caption_inputs", None)
@@ -80,8 +81,9 @@ class CaptionStage(Stage):
                 return [], [{"clip_id": None, "reason": exc.reason}]
         return [ClipFrames.from_row(r) for r in rows], []
 
-    def process_batch(self, items: list[dict]) -> None:
-        """Caption the clips of all ``items`` in one engine call (they are updated in place)."""
+    def process_batch(self, items: list[dict]) -> list[dict]:
+        """Caption the clips of all ``items`` in one engine call; every item is kept (a caption
+        failure is listed in the layer, it does not fail the video)."""
         if self.captioner is None:
             raise RuntimeError("CaptionStage.setup() must run before process()")
         inputs = [self._inputs(item) for item in items]
@@ -93,3 +95,4 @@ class CaptionStage(Stage):
             layer = item.setdefault("annotations", {}).setdefault(self.layer, {})
             layer[self.layer_version] = {"producer": self._producer, "producer_id": pid,
                                          "rows": caption_rows(mine, pid), "failures": failures}
+        return items

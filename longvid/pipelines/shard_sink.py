@@ -1,0 +1,165 @@
+"""The ingest's sink stage: whole shards, then their index parts, then one ledger row per item.
+
+It receives every item, the dropped ones too, so each source gets its ledger row here. Exactly once
+under a kill at any instant: a shard's number is the run's first number plus the manifest row of
+its first video, so a retried batch (Ray restarts a killed writer and runs the batch again)
+computes the same names, finds a shard already published, and only completes what the killed
+attempt left out (its index part, its captions). The publish itself is the mark.
+"""
+
+from __future__ import annotations
+
+from ..annotators.base import Resources, Stage
+from ..annotators.plan import video_record
+from ..shards.faults import fault_point
+from ..shards.index import part_paths, rebuild_index_part, write_index_part
+from ..shards.layers import layer_dir, write_layer_meta, write_layer_part
+from ..shards.ledger import Ledger
+from ..shards.schema import STATUS_FAILED, STATUS_OK
+from ..shards.storage import Storage
+from ..shards.writer import CommittedShard, ShardWriter, WrittenSample, encode_json, shard_name, shard_number
+
+
+class IngestState:
+    """Content hash → the first key holding it; keys committed to a shard; the next shard number."""
+
+    def __init__(self, owners: dict[str, str], committed: list[str], next_shard: int):
+        self.owners = dict(owners)
+        self.committed = set(committed)
+        self.next_number = next_shard
+        self.first_number = next_shard  # this run's shard numbers are first_number + manifest row
+
+    def first_shard(self) -> int:
+        return self.first_number
+
+    def claim(self, sha256: str, key: str) -> str:
+        fault_point("registry-claim")
+        return self.owners.setdefault(sha256, key)
+
+    def uncommitted(self, keys: list[str]) -> list[str]:
+        return [k for k in keys if k not in self.committed]
+
+    def mark_committed(self, keys: list[str]) -> None:
+        self.committed.update(keys)
+
+    def next_shard(self) -> int:
+        self.next_number += 1
+        return self.next_number - 1
+
+
+def ledger_row(item: dict, shard: str | None = None) -> dict:
+    """The ledger's view of a finished item."""
+    src = item["source"]
+    row = {"source_index": src.get("source_index"), "url": src["url"], "video_id": item.get("video_id"),
+           "sha256": item.get("sha256"), "duration": (item.get("probe") or {}).get("duration")}
+    dropped = item.get("dropped")
+    if dropped:
+        extra = {k: v for k, v in dropped.items() if k not in ("stage", "reason", "action")}
+        status = STATUS_FAILED if dropped["action"] == "failed" else STATUS_OK
+        row.update(status=status, action=dropped["action"], stage=dropped["stage"], reason=dropped["reason"], **extra)
+    else:
+        notes = (item.get("probe") or {}).get("notes") or []  # a header overruled, a preview track skipped
+        row.update(status=STATUS_OK, action="written", stage="probe" if notes else "write", shard=shard,
+                   reason="; ".join(notes) or None)
+    return row
+
+
+def plan_shard_groups(items: list[dict], max_bytes: int, max_videos: int) -> list[list[dict]]:
+    """Split a writer batch into the shards it will become, in order, by size and count.
+
+    Deterministic in the batch alone, so a retried batch forms the same groups and names."""
+    groups: list[list[dict]] = []
+    size = 0
+    for it in items:
+        item_bytes = len(it["media"] or b"") + 4096  # media plus its record JSON, roughly
+        if not groups or len(groups[-1]) >= max_videos or (groups[-1] and size + item_bytes > max_bytes):
+            groups.append([])
+            size = 0
+        groups[-1].append(it)
+        size += item_bytes
+    return groups
+
+
+class WriteShards(Stage):
+    """Sink: each batch of items → whole shards (then index parts and caption layer parts) and
+    one ledger row per item, dropped or written."""
+
+    name = "write"
+    version = "1"
+    resources = Resources(num_cpus=0.5)  # tar writing and upload
+    actors = 2  # shard writers (each writes its own shards in parallel)
+    receives_dropped = True
+    shared_state = ("ingest",)
+
+    def __init__(self, root: str, max_videos: int, max_bytes: int, caption_layer: tuple[str, str] | None = None):
+        self.root = root
+        self.batch_size = max_videos  # one writer call fills at most one shard: bounds what a kill loses
+        self.max_videos, self.max_bytes = max_videos, max_bytes
+        self.caption_layer = caption_layer  # (layer, version) of captions made during ingest, else None
+        self.storage: Storage | None = None
+
+    def setup(self) -> None:
+        self.storage = Storage.for_uri(self.root)
+
+    def process_batch(self, items: list[dict]) -> list[dict]:
+        first_shard = self.shared["ingest"].first_shard()
+        good = [it for it in items if "dropped" not in it]
+        shard_of: dict[str, str] = {}
+        for group in plan_shard_groups(good, self.max_bytes, self.max_videos):
+            name = shard_name(first_shard + int(group[0]["source"]["source_index"]))
+            if self.storage.exists(name):  # published by a killed attempt of this same batch
+                self._complete_published(name, group)
+            else:
+                self._write_group(name, group)
+            shard_of.update({it["video_id"]: name for it in group})
+            for it in group:
+                it["media"] = None
+        return [ledger_row(it, shard_of.get(it.get("video_id"))) for it in items]
+
+    def _write_group(self, name: str, group: list[dict]) -> None:
+        records = {it["video_id"]: video_record(it) for it in group}
+        annotations = {it["video_id"]: it.get("annotations", {}) for it in group}
+
+        def on_commit(shard):
+            fault_point("writer-after-publish")
+            write_index_part(self.storage, shard, records)
+            fault_point("writer-after-index")
+            if self.caption_layer:
+                self._write_captions(shard, annotations)
+
+        number = shard_number(name)
+        writer = ShardWriter(self.storage, lambda: number, max_bytes=1 << 62, max_samples=len(group) + 1,
+                             on_commit=on_commit)
+        with writer:
+            for it in group:
+                key = it["video_id"]
+                writer.write(key, {"json": encode_json(records[key]), it["probe"]["media_ext"]: it["media"]})
+
+    def _complete_published(self, name: str, group: list[dict]) -> None:
+        if not self.storage.exists(part_paths(name)[0]):
+            rebuild_index_part(self.storage, name)  # from the shard itself: its offsets are the truth
+        if self.caption_layer:
+            samples = [WrittenSample(key=it["video_id"], shard=name, members={}) for it in group]
+            self._write_captions(CommittedShard(name=name, bytes=0, samples=samples),
+                                 {it["video_id"]: it.get("annotations", {}) for it in group})
+
+    def _write_captions(self, shard, annotations: dict[str, dict]) -> None:
+        """The shard's captions as one layer part named after it; clip failures in the layer's ledger."""
+        layer, version = self.caption_layer
+        part = shard.name.rsplit("/", 1)[-1][: -len(".tar")]
+        rows, producer = [], None
+        ledger = Ledger(self.storage, f"ingest-{part}", directory=f"{layer_dir(layer, version)}/ledger")
+        for sample in shard.samples:
+            produced = annotations.get(sample.key, {}).get(layer, {}).get(version)
+            if produced is None:
+                continue
+            producer = produced["producer"]
+            rows.extend(produced["rows"])
+            for failure in produced["failures"]:
+                ledger.add(video_id=sample.key, url=failure.get("clip_id"), status=STATUS_FAILED, action="failed",
+                           stage="caption", reason=failure["reason"], shard=shard.name)
+        write_layer_part(self.storage, layer, version, part, rows)
+        if ledger.rows:
+            ledger.flush()
+        if producer is not None:
+            write_layer_meta(self.storage, layer, version, {"producer": producer, "written_by": "ingest"})
