@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # module path → registers one or more sub-commands
@@ -45,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last net: one line, never a traceback, for any input
+        if os.environ.get("LONGVID_DEBUG"):
+            raise
+        detail = " ".join(str(exc).split())[:500]
+        print(f"longvid {args.command}: {type(exc).__name__}: {detail} (unexpected; set LONGVID_DEBUG=1 to see "
+              "where, and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,13 @@ class ConfigError(ValueError):
     pass
 
 
+def check_positive(owner: str, **values) -> None:
+    """For ``__post_init__``: every named setting must be > 0 (a zero limit would never finish)."""
+    for name, value in values.items():
+        if value is None or value <= 0:
+            raise ValueError(f"{owner}.{name} must be positive, got {value!r}")
+
+
 def _field_comments(cls) -> dict[str, str]:
     """``name: type = default  # comment`` → {name: comment}, read from the class source."""
     try:
@@ -95,7 +102,10 @@ def from_dict(cls, data: dict, where: str = "config"):
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # a __post_init__ check: name where it came from
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def to_dict(obj) -> dict:
@@ -103,8 +113,16 @@ def to_dict(obj) -> dict:
 
 
 def load_yaml(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:  # includes tags such as !!python/object, which safe_load refuses
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not plain YAML ({detail}); tags like !!python/object are never loaded") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the YAML as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return data

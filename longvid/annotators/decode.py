@@ -16,6 +16,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .base import ItemFailed
+from ..shards.streams import main_video_stream
 
 
 @dataclass
@@ -106,7 +107,7 @@ def iter_thumbnails(
     scaler = VideoReformatter()
     interpolation = "BICUBIC" if config.interpolation == "auto" else config.interpolation
     with open_video(source, config.hwaccel) as container:
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         stream.thread_type = "AUTO"
         if config.threads:
             stream.codec_context.thread_count = config.threads
@@ -126,7 +127,7 @@ def decode_only(source: bytes | str, threads: int = 0, hwaccel: str = "none") ->
     """Decode every frame and keep nothing: the physical floor the benchmark compares against."""
     count = 0
     with open_video(source, hwaccel) as container:
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads

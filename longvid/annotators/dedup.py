@@ -7,6 +7,7 @@ object with ``claim(sha256, key) -> owner key``); this stage never knows whether
 
 from __future__ import annotations
 
+from ..shards.faults import fault_point
 from .base import Dropped, Resources, Stage
 
 
@@ -17,6 +18,7 @@ class Dedup(Stage):
     shared_state = ("content",)
 
     def process(self, item: dict):
+        fault_point("worker-dedup")
         owner = self.shared["content"].claim(item["sha256"], item["video_id"])
         if owner != item["video_id"]:
             return Dropped(item, "same content as another source (sha256)", action="duplicate",

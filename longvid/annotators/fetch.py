@@ -19,9 +19,15 @@ from .base import ItemFailed, Resources, Stage
 @dataclass
 class FetchConfig:
     max_bytes: int = 2 << 30  # 2 GiB: larger sources are refused (a row's bytes travel through Ray's object store)
-    timeout_s: float = 30.0  # connect/read timeout of one HTTP attempt
+    timeout_s: float = 30.0  # connect/read timeout of one HTTP read (a stalled server is noticed this fast)
+    deadline_s: float = 600.0  # overall limit of one HTTP fetch, retries included: a trickling server cannot hold a worker forever
     retries: int = 3  # extra HTTP attempts on connection errors, 429 and 5xx
     backoff_s: float = 0.5  # first retry delay; doubles each attempt
+
+    def __post_init__(self):
+        from ..config import check_positive
+
+        check_positive("fetch", max_bytes=self.max_bytes, timeout_s=self.timeout_s, deadline_s=self.deadline_s)
 
 
 def _human(n: int) -> str:
@@ -62,74 +68,105 @@ class Fetch(Stage):
 
     def _check_size(self, size: int) -> None:
         if size > self.config.max_bytes:
-            raise ItemFailed(f"too large: {_human(size)} exceeds the {_human(self.config.max_bytes)} cap (fetch.max_bytes)")
+            raise ItemFailed(f"too_large: {_human(size)} exceeds the {_human(self.config.max_bytes)} cap (fetch.max_bytes)")
 
     def _fetch_local(self, path: str) -> bytes:
         if not os.path.exists(path):
-            raise ItemFailed(f"file not found: {path}")
+            raise ItemFailed(f"not_found: {path}")
         if not os.path.isfile(path):
-            raise ItemFailed(f"not a regular file: {path}")
+            raise ItemFailed(f"not_a_file: {path}")
         self._check_size(os.path.getsize(path))
         try:
             with open(path, "rb") as f:
                 return f.read()
         except OSError as exc:
-            raise ItemFailed(f"cannot read file: {exc.strerror or exc}") from exc
+            raise ItemFailed(f"unreadable: {path}: {exc.strerror or exc}") from exc
 
     def _fetch_s3(self, url: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from ..shards.retry import RetryError, read_s3_object, with_retries
         from ..shards.storage import s3_client, split_s3
 
-        bucket, key = split_s3(url)
+        try:
+            bucket, key = split_s3(url)
+        except ValueError:
+            raise ItemFailed(f"bad_uri: {url} names no bucket (write s3://BUCKET/KEY)") from None
+        if not key:
+            raise ItemFailed(f"bad_uri: {url} names no object key (write s3://BUCKET/KEY)")
         client = s3_client()
         try:
-            head = client.head_object(Bucket=bucket, Key=key)
+            head = with_retries(lambda: client.head_object(Bucket=bucket, Key=key), url)
             self._check_size(head["ContentLength"])
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return read_s3_object(bucket, key, client)
+        except FileNotFoundError as exc:
+            raise ItemFailed(f"not_found: {url} (no such S3 object)") from exc
+        except RetryError as exc:
+            raise ItemFailed(str(exc)) from exc
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
-                raise ItemFailed(f"not found in S3 (404): {url}") from exc
+                raise ItemFailed(f"not_found: {url} (S3 404)") from exc
             if code in ("403", "AccessDenied"):
-                raise ItemFailed(f"access denied by S3 (403): {url}") from exc
+                raise ItemFailed(f"access_denied: {url} (S3 403)") from exc
             if code == "NoSuchBucket":
-                raise ItemFailed(f"no such S3 bucket: {bucket}") from exc
-            raise ItemFailed(f"S3 error {code}: {exc}") from exc
+                raise ItemFailed(f"not_found: no such S3 bucket {bucket}") from exc
+            raise ItemFailed(f"s3_error: {code}: {exc}") from exc
         except BotoCoreError as exc:
-            raise ItemFailed(f"S3 unreachable: {exc}") from exc
+            raise ItemFailed(f"unreachable: S3 ({type(exc).__name__}: {exc})") from exc
 
     def _fetch_http(self, url: str) -> bytes:
         import requests
+        import urllib3.exceptions
 
         delay = self.config.backoff_s
+        deadline = time.monotonic() + self.config.deadline_s
         last = "no attempt made"
         for attempt in range(self.config.retries + 1):
             if attempt:
+                if time.monotonic() + delay > deadline:
+                    break
                 time.sleep(delay)
                 delay *= 2
             try:
                 with requests.get(url, stream=True, timeout=self.config.timeout_s) as resp:
                     if resp.status_code == 404:
-                        raise ItemFailed(f"HTTP 404 not found: {url}")
+                        raise ItemFailed(f"not_found: HTTP 404: {url}")
                     if resp.status_code in (429,) or resp.status_code >= 500:
                         last = f"HTTP {resp.status_code} {resp.reason}"
                         continue
                     if resp.status_code >= 400:
-                        raise ItemFailed(f"HTTP {resp.status_code} {resp.reason}: {url}")
+                        raise ItemFailed(f"http_error: HTTP {resp.status_code} {resp.reason}: {url}")
                     length = resp.headers.get("Content-Length")
                     if length is not None and length.isdigit():
                         self._check_size(int(length))
-                    chunks, total = [], 0
-                    for chunk in resp.iter_content(1 << 20):
-                        total += len(chunk)
-                        self._check_size(total)
-                        chunks.append(chunk)
-                    return b"".join(chunks)
+                    data = self._read_body(resp, deadline, url)
+                    if length is not None and length.isdigit() and len(data) != int(length):
+                        last = f"body cut short ({len(data)} of {length} bytes)"
+                        continue
+                    return data
             except requests.exceptions.ConnectionError as exc:
-                last = f"host unreachable ({type(exc).__name__})"
+                last = f"host unreachable or connection reset ({type(exc).__name__})"
             except requests.exceptions.Timeout:
                 last = f"timed out after {self.config.timeout_s:.0f} s"
             except requests.exceptions.RequestException as exc:
                 last = f"HTTP error: {exc}"
-        raise ItemFailed(f"{last}, after {self.config.retries + 1} attempts: {url}")
+            except urllib3.exceptions.ReadTimeoutError:
+                last = f"timed out after {self.config.timeout_s:.0f} s"
+            except urllib3.exceptions.HTTPError as exc:  # raised by read1: the body ended early, a reset
+                last = f"body cut short ({type(exc).__name__})"
+        raise ItemFailed(f"unreachable: {last}, after {attempt + 1} attempt(s): {url}")
+
+    def _read_body(self, resp, deadline: float, url: str) -> bytes:
+        """The body, read as it arrives (``read1``: no waiting for a full chunk), within the deadline."""
+        chunks, total = [], 0
+        while True:
+            if time.monotonic() > deadline:
+                raise ItemFailed(f"timeout: {url} took longer than fetch.deadline_s={self.config.deadline_s:g} s "
+                                 f"({_human(total)} received); raise it for very large or slow sources")
+            chunk = resp.raw.read1(1 << 20, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            self._check_size(total)
+            chunks.append(chunk)

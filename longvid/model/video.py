@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import av
 import numpy as np
+from ..shards.streams import main_video_stream
 import torch
 
 
@@ -21,7 +22,7 @@ def probe(path: str) -> tuple[int, float]:
         with av.open(path) as container:
             if not container.streams.video:
                 raise VideoReadError(f"{path}: no video stream")
-            stream = container.streams.video[0]
+            stream = main_video_stream(container)
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             frames = stream.frames
             if not frames:
@@ -43,7 +44,7 @@ def decode_frames(path: str, indices: list[int], size: int, fps: float, seek_gap
         raise VideoReadError("no frames planned")
     out: list[np.ndarray | None] = [None] * len(indices)
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         stream.thread_type = "AUTO"
         base, start = stream.time_base, stream.start_time or 0
         k, last = 0, -1

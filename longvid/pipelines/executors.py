@@ -203,7 +203,8 @@ class RayExecutor:
         for note in notes:
             log.warning("%s", note)
         self.notes = notes
-        holder = ray.remote(num_cpus=0)(StateHolder)
+        # restarted with its first state if killed: claims made since are lost, never shard keys
+        holder = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(StateHolder)
         self._actors = {name: holder.remote(state) for name, state in (shared or {}).items()}
         self.shared = {name: ActorProxy(actor) for name, actor in self._actors.items()}
         self.max_restarts = max_restarts  # a crashed actor (out of memory, a lost node) is restarted this often

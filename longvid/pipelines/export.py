@@ -370,6 +370,11 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
     config.check()
     out_dir, data_root = _check_out_and_root(out, config)
     storage = Storage.for_uri(dataset)
+    if not is_s3(dataset):
+        target, root = os.path.realpath(os.path.expanduser(out)), os.path.realpath(storage.root)
+        if os.path.commonpath([target, root]) == root:
+            raise ExportError(f"--out {out} is inside the dataset {dataset}: name a folder outside it "
+                              "(an export never writes into the dataset)")
     read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
     layers = resolve_layers(storage, list(config.layers))
     index = open_index(storage)

@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from ..config import check_positive
+
 from ..annotators.base import Stage
 from ..annotators.captioners import CaptionerConfig
 from ..annotators.captioners.stage import CaptionStage, PrepareCaptionFrames
@@ -30,13 +32,15 @@ from ..annotators.segment import SegmentConfig
 from ..shards.catalog import open_index
 from ..shards.compact import update_index
 from ..shards.dataset import finalize
+from ..shards.faults import fault_point
 from ..shards.index import repair_index_parts
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
+from ..shards.repair import drop_duplicate_keys
 from ..shards.storage import Storage
 from ..shards.writer import shard_number
 from .executors import RayExecutor
-from .manifest import read_manifest
+from .manifest import Manifest, load_manifest
 from .placement import StageOverride
 from .segment_parallel import ParallelSegment
 from .shard_sink import IngestState, WriteShards
@@ -48,6 +52,9 @@ log = logging.getLogger("longvid")
 class ShardConfig:
     max_bytes: int = 1 << 30  # 1 GiB: large enough for sequential reads, small enough to retry an upload
     max_videos: int = 64  # videos per shard (and per writer call): bounds what a killed writer loses
+
+    def __post_init__(self):
+        check_positive("shards", max_bytes=self.max_bytes, max_videos=self.max_videos)
 
 
 MEDIA_CHOICES = ("mp4", "source")
@@ -142,6 +149,12 @@ def build_stages(config: IngestConfig, out: str) -> list[Stage]:
 # -- the driver ------------------------------------------------------------------------------
 
 
+def reason_class(reason: str) -> str:
+    """The stable part of a reason (``not_found: /a/b.mp4`` → ``not_found``) that summaries group by."""
+    head, sep, _ = (reason or "").partition(": ")
+    return head if sep and len(head) <= 48 else (reason or "")
+
+
 @dataclass
 class IngestSummary:
     run_id: str
@@ -150,12 +163,19 @@ class IngestSummary:
     skipped: int = 0
     duplicates: int = 0
     failed: int = 0
-    failures: Counter = field(default_factory=Counter)  # "stage: reason" → count
+    failures: Counter = field(default_factory=Counter)  # "stage: reason class" → count (1,000 missing files: one line)
+    examples: dict = field(default_factory=dict)  # "stage: reason class" → the first full reason seen
     video_seconds: float = 0.0
     clips: int = 0
     shards_written: int = 0
     wall_s: float = 0.0
     dataset: dict = field(default_factory=dict)
+
+    def add_failure(self, stage: str, reason: str) -> None:
+        group = f"{stage}: {reason_class(reason)}"
+        self.failed += 1
+        self.failures[group] += 1
+        self.examples.setdefault(group, reason)
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -171,7 +191,8 @@ class IngestSummary:
             f"{self.shards_written} new shards · {rate:.1f} video-seconds/s",
         ]
         for reason, n in self.failures.most_common():
-            lines.append(f"  failed ×{n}: {reason}")
+            example = self.examples.get(reason, "")
+            lines.append(f"  failed ×{n}: {reason}" + (f" (e.g. {example[:200]})" if example and example != reason else ""))
         if self.dataset:
             c = self.dataset["counts"]
             lines.append(f"  dataset: {c['videos']} videos, {c['clips']} clips, {c['shards']} shards, {self.dataset['hours']:.3f} h")
@@ -191,7 +212,32 @@ def connect_ray(config: RayConfig) -> bool:
     return True
 
 
-def _committed_state(storage: Storage, manifest_keys: list[str], hashes: bool = False):
+def _shard_numbers(storage: Storage) -> list[int]:
+    numbers = []
+    for path in storage.list("videos"):
+        try:
+            numbers.append(shard_number(path))
+        except ValueError:
+            continue  # not a shard of ours; it is never read
+    return numbers
+
+
+def _drop_duplicates(storage: Storage, ledger: Ledger) -> None:
+    """A key in two shards (a killed writer's retried batch grouped otherwise): keep the lowest.
+    Reads the index's ``key``/``shard`` columns only; a changed shard's index is brought up to date."""
+    update_index(storage)
+    videos = open_index(storage).videos_dataset().to_table(columns=["key", "shard"])
+    notes = drop_duplicate_keys(storage, videos)
+    for note in notes:
+        log.warning("shard %s: %s", note["shard"], note["reason"])
+        for key in note["keys"]:
+            ledger.add(video_id=key, status=STATUS_OK, action="repaired", stage="repair", reason=note["reason"],
+                       shard=note["shard"])
+    if notes:
+        update_index(storage, repair=True)  # rewritten parts re-read, quarantined shards dropped
+
+
+def _committed_state(storage: Storage, ledger: Ledger, manifest_keys: list[str], hashes: bool = False):
     """(sha256 → key of every committed video, the manifest's keys already committed, next shard
     number, the clip index's ``clip_id``/``key``/``phash`` columns when ``hashes`` else None).
 
@@ -204,27 +250,26 @@ def _committed_state(storage: Storage, manifest_keys: list[str], hashes: bool = 
     repaired = repair_index_parts(storage)
     if repaired:
         log.warning("rebuilt index parts of %d shard(s) committed by a killed run", len(repaired))
-    update_index(storage)
+    _drop_duplicates(storage, ledger)
     index = open_index(storage)
     videos = index.videos_dataset().to_table(columns=["key", "sha256"])
     owners = dict(zip(videos["sha256"].to_pylist(), videos["key"].to_pylist()))
     wanted = pa.array(manifest_keys, pa.string())
     committed = set(wanted.filter(pc.is_in(wanted, value_set=videos["key"].combine_chunks())).to_pylist())
-    numbers = [shard_number(p) for p in storage.list("videos") if p.endswith(".tar")]
+    numbers = _shard_numbers(storage)
     clips = index.clips_dataset().to_table(columns=["clip_id", "key", "phash"]) if hashes else None
     return owners, committed, (max(numbers) + 1 if numbers else 0), clips
 
 
-def _plan_sources(rows: list[dict], committed: set[str], ledger: Ledger, summary: IngestSummary) -> list[dict]:
+def _plan_sources(manifest: Manifest, committed: set[str], ledger: Ledger, summary: IngestSummary) -> list[dict]:
     """Drop what needs no work (bad rows, committed keys, repeated URLs), recording each."""
+    for bad in manifest.bad_rows:
+        ledger.add(source_index=bad.source_index, url=bad.url, status=STATUS_FAILED, action="failed", stage="manifest",
+                   reason=bad.reason)
+        summary.add_failure("manifest", bad.reason)
     todo, seen = [], {}
-    for row in rows:
+    for row in manifest.iter_rows():
         base = {"source_index": row["source_index"], "url": row["url"]}
-        if not row["url"]:
-            ledger.add(**base, status=STATUS_FAILED, action="failed", stage="manifest", reason="empty url")
-            summary.failed += 1
-            summary.failures["manifest: empty url"] += 1
-            continue
         key = video_id_for(row["url"])
         if key in committed:
             ledger.add(**base, video_id=key, status=STATUS_OK, action="skipped", stage="resume", reason="already committed")
@@ -248,23 +293,38 @@ def _record(row: dict, ledger: Ledger, summary: IngestSummary, shards: set[str],
     elif row["action"] == "duplicate":
         summary.duplicates += 1
     else:
-        summary.failed += 1
-        summary.failures[f"{row['stage']}: {row['reason']}"] += 1
+        summary.add_failure(row["stage"], row["reason"])
+
+
+class IngestError(ValueError):
+    """The run cannot start (bad --out); one line for the command line."""
+
+
+def check_output(out: str) -> Storage:
+    """The dataset root, refused before any work when it cannot be one."""
+    try:
+        storage = Storage.for_uri(out)
+    except ValueError as exc:
+        raise IngestError(f"--out {out}: {exc}; write a folder or s3://BUCKET/PREFIX") from None
+    if not out.startswith("s3://") and os.path.exists(storage.root) and not os.path.isdir(storage.root):
+        raise IngestError(f"--out {out} is an existing file, not a dataset folder: name a new or dataset folder")
+    return storage
 
 
 def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_stream=sys.stderr) -> IngestSummary:
     config = config or IngestConfig()
     config.write.check()  # settings first: a bad one fails before any input is read
     t0 = time.time()
-    storage = Storage.for_uri(out)
+    storage = check_output(out)
     summary = IngestSummary(run_id=new_run_id())
     ledger = Ledger(storage, summary.run_id)
-    rows = read_manifest(manifest)
-    summary.sources = len(rows)
-    manifest_keys = [video_id_for(row["url"]) for row in rows if row["url"]]
-    owners, committed, next_shard, clips = _committed_state(storage, manifest_keys, config.near_duplicates.enabled)
-    todo = _plan_sources(rows, committed, ledger, summary)
-    print(f"[longvid] run {summary.run_id}: {len(rows)} sources, {len(todo)} to process, "
+    sources = load_manifest(manifest)
+    summary.sources = sources.num_rows
+    manifest_keys = [video_id_for(u) for u in sources.table()["url"].to_pylist() if u]
+    owners, committed, next_shard, clips = _committed_state(storage, ledger, manifest_keys,
+                                                            config.near_duplicates.enabled)
+    todo = _plan_sources(sources, committed, ledger, summary)
+    print(f"[longvid] run {summary.run_id}: {summary.sources} sources, {len(todo)} to process, "
           f"{summary.skipped} already committed → {storage.root}", file=log_stream, flush=True)
     started = connect_ray(config.ray)
     try:
@@ -279,18 +339,20 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
             last_flush = last_progress = time.time()
             for row in executor.run(todo):
                 _record(row, ledger, summary, shards, {})
+                fault_point("driver-after-batch")
                 now = time.time()
                 if now - last_flush > config.ledger_flush_s:
                     ledger.flush()
                     last_flush = now
                 if now - last_progress > config.progress_s:
                     done = summary.written + summary.failed + summary.duplicates + summary.skipped
-                    print(f"[longvid] {done}/{len(rows)} sources · written {summary.written} · failed {summary.failed}"
+                    print(f"[longvid] {done}/{summary.sources} sources · written {summary.written} · failed {summary.failed}"
                           f" · {summary.video_seconds / 3600:.2f} h · {now - t0:.0f} s", file=log_stream, flush=True)
                     last_progress = now
             executor.close()
             summary.shards_written = len(shards)
         _explain_duplicates_of_failures(ledger, summary)
+        _drop_duplicates(storage, ledger)
         ledger.flush()
         summary.dataset = finalize(storage)
         summary.clips = _clips_written(storage, ledger)
@@ -310,8 +372,7 @@ def _explain_duplicates_of_failures(ledger: Ledger, summary: IngestSummary) -> N
             r.update(status=STATUS_FAILED, action="failed", stage=first["stage"],
                      reason=f"same content as {first['url']}, which failed: {first['reason']}")
             summary.duplicates -= 1
-            summary.failed += 1
-            summary.failures[f"{first['stage']}: {first['reason']}"] += 1
+            summary.add_failure(first["stage"], first["reason"])
 
 
 def _clips_written(storage: Storage, ledger: Ledger) -> int:

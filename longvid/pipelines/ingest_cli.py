@@ -8,7 +8,7 @@ import os
 import sys
 
 from ..config import ConfigError, add_dataclass_arguments, build_config
-from .ingest import IngestConfig, run_ingest
+from .ingest import IngestConfig, IngestError, check_output, run_ingest
 from .manifest import ManifestError
 from .placement import ResourceError
 
@@ -49,8 +49,11 @@ def cmd_ingest(args) -> int:
         print(f"longvid ingest: bad configuration: {exc}", file=sys.stderr)
         return 2
     try:
+        check_output(args.out)  # before the manifest is read or Ray started
+        if args.summary_json and os.path.isdir(args.summary_json):
+            raise IngestError(f"--summary-json {args.summary_json} is a directory: name a file")
         summary = run_ingest(args.manifest, args.out, config)
-    except (ManifestError, ResourceError) as exc:
+    except (ManifestError, IngestError, ResourceError) as exc:
         print(f"longvid ingest: {exc}", file=sys.stderr)
         return 2
     print(summary.format())

@@ -1,8 +1,10 @@
 """The ingest's sink stage: whole shards, then their index parts, then one ledger row per item.
 
-It receives every item, the dropped ones too, so each source gets its ledger row here. Its shared
-state (``shared["ingest"]``: :class:`IngestState`, one actor on Ray) hands out shard numbers and
-knows which keys are committed, so a retried batch never writes a video twice.
+It receives every item, the dropped ones too, so each source gets its ledger row here. Exactly once
+under a kill at any instant: a shard's number is the run's first number plus the manifest row of
+its first video, so a retried batch (Ray restarts a killed writer and runs the batch again)
+computes the same names, finds a shard already published, and only completes what the killed
+attempt left out (its index part, its captions). The publish itself is the mark.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 from ..annotators.base import ItemFailed, Resources, Stage
 from ..annotators.plan import video_record
 from ..annotators.remux import to_mp4
-from ..shards.index import write_index_part
+from ..shards.faults import fault_point
+from ..shards.index import part_paths, rebuild_index_part, write_index_part
 from ..shards.layers import layer_dir, write_layer_meta, write_layer_part
 from ..shards.ledger import Ledger
 from ..shards.schema import STATUS_FAILED, STATUS_OK
 from ..shards.storage import Storage
-from ..shards.writer import ShardWriter, encode_json
+from ..shards.writer import CommittedShard, ShardWriter, WrittenSample, encode_json, shard_name, shard_number
 
 
 class IngestState:
@@ -25,8 +28,13 @@ class IngestState:
         self.owners = dict(owners)
         self.committed = set(committed)
         self.next_number = next_shard
+        self.first_number = next_shard  # this run's shard numbers are first_number + manifest row
+
+    def first_shard(self) -> int:
+        return self.first_number
 
     def claim(self, sha256: str, key: str) -> str:
+        fault_point("registry-claim")
         return self.owners.setdefault(sha256, key)
 
     def uncommitted(self, keys: list[str]) -> list[str]:
@@ -51,8 +59,26 @@ def ledger_row(item: dict, shard: str | None = None) -> dict:
         status = STATUS_FAILED if dropped["action"] == "failed" else STATUS_OK
         row.update(status=status, action=dropped["action"], stage=dropped["stage"], reason=dropped["reason"], **extra)
     else:
-        row.update(status=STATUS_OK, action="written", stage="write", shard=shard)
+        notes = (item.get("probe") or {}).get("notes") or []  # a header overruled, a preview track skipped
+        row.update(status=STATUS_OK, action="written", stage="probe" if notes else "write", shard=shard,
+                   reason="; ".join(notes) or None)
     return row
+
+
+def plan_shard_groups(items: list[dict], max_bytes: int, max_videos: int) -> list[list[dict]]:
+    """Split a writer batch into the shards it will become, in order, by size and count.
+
+    Deterministic in the batch alone, so a retried batch forms the same groups and names."""
+    groups: list[list[dict]] = []
+    size = 0
+    for it in items:
+        item_bytes = len(it["media"] or b"") + 4096  # media plus its record JSON, roughly
+        if not groups or len(groups[-1]) >= max_videos or (groups[-1] and size + item_bytes > max_bytes):
+            groups.append([])
+            size = 0
+        groups[-1].append(it)
+        size += item_bytes
+    return groups
 
 
 class WriteShards(Stage):
@@ -79,50 +105,65 @@ class WriteShards(Stage):
         self.storage = Storage.for_uri(self.root)
 
     def process_batch(self, items: list[dict]) -> list[dict]:
-        state = self.shared["ingest"]
+        first_shard = self.shared["ingest"].first_shard()
         good = [it for it in items if "dropped" not in it]
-        fresh = set(state.uncommitted([it["video_id"] for it in good]))
-        records: dict[str, dict] = {}
+        for it in good:  # remux first: a retried batch then plans the same groups from the same bytes
+            self._media_member(it)
+        good = [it for it in good if "dropped" not in it]
         shard_of: dict[str, str] = {}
-        annotations = {it["video_id"]: it.get("annotations", {}) for it in good}
-
-        def on_commit(shard):
-            write_index_part(self.storage, shard, records)
-            if self.caption_layer:
-                self._write_captions(shard, annotations)
-            keys = [s.key for s in shard.samples]
-            state.mark_committed(keys)
-            shard_of.update({k: shard.name for k in keys})
-
-        writer = ShardWriter(self.storage, state.next_shard, max_bytes=self.max_bytes, max_samples=self.max_videos,
-                             on_commit=on_commit)
-        with writer:
-            for it in good:
-                key = it["video_id"]
-                if key not in fresh:  # a retried batch: already committed by an earlier attempt
-                    continue
-                ext, media = self._media_member(it)
-                if ext is None:
-                    continue
-                record = video_record(it)
-                record["video"].update(it.pop("media_info", {}))
-                records[key] = record
-                writer.write(key, {"json": encode_json(record), ext: media})
+        for group in plan_shard_groups(good, self.max_bytes, self.max_videos):
+            name = shard_name(first_shard + int(group[0]["source"]["source_index"]))
+            if self.storage.exists(name):  # published by a killed attempt of this same batch
+                self._complete_published(name, group)
+            else:
+                self._write_group(name, group)
+            shard_of.update({it["video_id"]: name for it in group})
+            for it in group:
                 it["media"] = None
         return [ledger_row(it, shard_of.get(it.get("video_id"))) for it in items]
 
-    def _media_member(self, item: dict) -> tuple[str | None, bytes | None]:
-        """(extension, bytes) of the item's media member; (None, None) drops the item with a reason."""
+    def _write_group(self, name: str, group: list[dict]) -> None:
+        records = {it["video_id"]: video_record(it) for it in group}
+        for it in group:
+            records[it["video_id"]]["video"].update(it.pop("media_info", {}))
+        annotations = {it["video_id"]: it.get("annotations", {}) for it in group}
+
+        def on_commit(shard):
+            fault_point("writer-after-publish")
+            write_index_part(self.storage, shard, records)
+            fault_point("writer-after-index")
+            if self.caption_layer:
+                self._write_captions(shard, annotations)
+
+        number = shard_number(name)
+        writer = ShardWriter(self.storage, lambda: number, max_bytes=1 << 62, max_samples=len(group) + 1,
+                             on_commit=on_commit)
+        with writer:
+            for it in group:
+                key = it["video_id"]
+                writer.write(key, {"json": encode_json(records[key]), it["member_ext"]: it["media"]})
+
+    def _media_member(self, item: dict) -> None:
+        """Replace the item's media by its member's bytes (``member_ext``: mp4 after a remux, else the
+        source's); an item MP4 cannot hold even after a re-encode is dropped with a reason."""
         source_ext = item["probe"]["media_ext"]
+        item["member_ext"] = source_ext
         if self.media == "source":
-            return source_ext, item["media"]
+            return
         try:
-            media, item["media_info"] = to_mp4(item["media"], source_ext)
+            item["media"], item["media_info"] = to_mp4(item["media"], source_ext)
+            item["member_ext"] = "mp4"
         except ItemFailed as exc:
             item["dropped"] = {"action": "failed", "stage": "remux", "reason": exc.reason}
             item["media"] = None
-            return None, None
-        return "mp4", media
+
+    def _complete_published(self, name: str, group: list[dict]) -> None:
+        if not self.storage.exists(part_paths(name)[0]):
+            rebuild_index_part(self.storage, name)  # from the shard itself: its offsets are the truth
+        if self.caption_layer:
+            samples = [WrittenSample(key=it["video_id"], shard=name, members={}) for it in group]
+            self._write_captions(CommittedShard(name=name, bytes=0, samples=samples),
+                                 {it["video_id"]: it.get("annotations", {}) for it in group})
 
     def _write_captions(self, shard, annotations: dict[str, dict]) -> None:
         """The shard's captions as one layer part named after it; clip failures in the layer's ledger."""

@@ -29,12 +29,46 @@ class DatasetError(ValueError):
 def read_dataset_json(storage: Storage) -> dict:
     if not storage.exists(DATASET_JSON):
         raise DatasetError(f"{storage.root} is not a LongVid dataset (no {DATASET_JSON})")
-    meta = json.loads(storage.read_bytes(DATASET_JSON))
+    try:
+        meta = json.loads(storage.read_bytes(DATASET_JSON))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{storage.uri(DATASET_JSON)} is not valid JSON ({exc}); rerun ingest to rewrite it") from None
+    check_dataset_json(meta, storage.uri(DATASET_JSON))
     if meta.get("schema_version", 0) > SCHEMA_VERSION:
         raise DatasetError(
             f"{storage.root} has schema version {meta['schema_version']}; this longvid reads up to {SCHEMA_VERSION}"
         )
     return meta
+
+
+def _bad(where: str, field: str, want: str, value) -> DatasetError:
+    return DatasetError(f"{where}: field {field!r} should be {want}, found {type(value).__name__} {value!r:.60}; "
+                        "rerun `longvid ingest` on the dataset to rewrite it")
+
+
+def check_dataset_json(meta, where: str) -> None:
+    """Every field a reader uses has the type it expects; the first that does not is named."""
+    if not isinstance(meta, dict):
+        raise _bad(where, "(top level)", "an object", meta)
+    number = (int, float)
+    if not isinstance(meta.get("schema_version", 0), int) or isinstance(meta.get("schema_version", 0), bool):
+        raise _bad(where, "schema_version", "an integer", meta.get("schema_version"))
+    for name in ("hours", "visual_tokens_stage3", "created", "updated"):
+        if name in meta and (not isinstance(meta[name], number) or isinstance(meta[name], bool)):
+            raise _bad(where, name, "a number", meta[name])
+    counts = meta.get("counts", {})
+    if not isinstance(counts, dict):
+        raise _bad(where, "counts", "an object", counts)
+    for name, value in counts.items():
+        if name.endswith("_buckets"):
+            if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
+                raise _bad(where, f"counts.{name}", "an object of integers", value)
+        elif not isinstance(value, int) or isinstance(value, bool):
+            raise _bad(where, f"counts.{name}", "an integer", value)
+    layers = meta.get("layers", {})
+    if not isinstance(layers, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in layers.values()):
+        raise _bad(where, "layers", "an object of version lists", layers)
 
 
 def list_layers(storage: Storage) -> dict[str, list[str]]:
@@ -85,7 +119,11 @@ def finalize(storage: Storage, config: CompactConfig | None = None, repair: bool
 def write_dataset_json(storage: Storage) -> dict:
     """(Re)write ``dataset.json`` from the shard table and the layers present; returns it."""
     shards = open_index(storage).shards
-    old = json.loads(storage.read_bytes(DATASET_JSON)) if storage.exists(DATASET_JSON) else {}
+    try:  # a damaged dataset.json is rewritten from the index, which is the truth
+        old = json.loads(storage.read_bytes(DATASET_JSON)) if storage.exists(DATASET_JSON) else {}
+        old = old if isinstance(old, dict) and isinstance(old.get("created"), (int, float)) else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = {}
     meta = {
         "schema_version": SCHEMA_VERSION,
         "format": "longvid-webdataset",

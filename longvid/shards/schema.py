@@ -20,13 +20,18 @@ _KEY_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
 def normalise_uri(uri: str) -> str:
-    """Canonical form of a source URI: scheme and host lower-cased, no fragment, local paths absolute."""
-    uri = uri.strip()
-    parts = urlsplit(uri)
+    """Canonical form of a source URI: scheme and host lower-cased, no fragment, local paths absolute.
+
+    A local path is kept as written (a name may end in a space); a ``file://`` URL is
+    percent-decoded, as ``Path.as_uri()`` encodes it.
+    """
+    parts = urlsplit(uri.strip())
     if parts.scheme in ("http", "https", "s3"):
         return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
     if parts.scheme == "file":
-        uri = parts.path
+        from urllib.parse import unquote
+
+        uri = unquote(urlsplit(uri.strip("\r\n")).path)
     import os
 
     return os.path.abspath(os.path.expanduser(uri))

@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from .storage import LocalStorage, Storage
+from .streams import main_video_stream, rotate_frame
 
 DEFAULT_BLOCK = 256 * 1024  # one ranged GET: large enough to amortise S3 latency, small next to a long video
 DEFAULT_CACHE_BLOCKS = 16  # the demuxer revisits the index (moov) and the current GOP; 4 MiB covers both
@@ -140,9 +141,12 @@ def resized_shape(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def _to_array(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+    """RGB picture, turned upright by the frame's display rotation (a phone video shown as filmed)."""
     if size is None or size == (frame.width, frame.height):
-        return frame.to_ndarray(format="rgb24")
-    return frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+        array = frame.to_ndarray(format="rgb24")
+    else:
+        array = frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+    return rotate_frame(array, frame.rotation)
 
 
 def decode_frames(source, indices: list[int], resize: int = 0, forward_gop: int | None = None,
@@ -204,7 +208,7 @@ def _decode_sorted(container, wanted: list[int], resize: int, forward_gop: int |
                    stats: DecodeStats) -> dict[int, np.ndarray]:
     if not container.streams.video:
         raise DecodeError("no video stream")
-    stream = container.streams.video[0]
+    stream = main_video_stream(container)
     if threads:
         stream.thread_type = "AUTO"
     rate = stream.average_rate or stream.guessed_rate

@@ -166,14 +166,19 @@ class S3Storage(Storage):
         return f"{self.prefix}/{rel}" if self.prefix else rel
 
     def read_bytes(self, path: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
+        from .retry import read_s3_object
+
+        return read_s3_object(self.bucket, self._key(path), self.client)
 
     def open_read(self, path: str) -> BinaryIO:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"]
+        from .retry import ResumingS3Reader
+
+        return ResumingS3Reader(self.client, self.bucket, self._key(path))
 
     def read_range(self, path: str, offset: int, size: int) -> bytes:
-        rng = f"bytes={offset}-{offset + size - 1}"
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(path), Range=rng)["Body"].read()
+        from .retry import read_s3_object
+
+        return read_s3_object(self.bucket, self._key(path), self.client, byte_range=(offset, size))
 
     def write_bytes(self, path: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)

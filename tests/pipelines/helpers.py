@@ -16,7 +16,7 @@ BAD_SOURCES = {
     "picture.mp4": "still image",
     "notes.mp4": "not a readable video",
     "audio.mp4": "audio-only",
-    "missing.mp4": "file not found",
+    "missing.mp4": "not_found",
 }
 
 

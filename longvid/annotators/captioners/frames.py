@@ -17,6 +17,7 @@ import numpy as np
 from ...shards.sampling import segment_middles
 from ..base import ItemFailed
 from ..decode import open_video
+from ...shards.streams import main_video_stream, rotate_frame
 
 
 @dataclass
@@ -87,7 +88,7 @@ def iter_decoded(media: bytes, wanted: set[int], longest_edge: int, hwaccel: str
     except ItemFailed as exc:
         raise ItemFailed(f"caption frames: {exc.reason}") from exc
     with container:
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         stream.thread_type = "AUTO"
         size = fit_size(stream.codec_context.width, stream.codec_context.height, longest_edge)
         index = -1
@@ -95,7 +96,8 @@ def iter_decoded(media: bytes, wanted: set[int], longest_edge: int, hwaccel: str
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
                     # swscale resizes and converts in C; frames nobody asked for are never converted
-                    yield index, frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
+                    picture = frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
+                    yield index, rotate_frame(picture, frame.rotation)  # upright, as a person sees it
                 if index >= last:
                     return
         except av.error.FFmpegError as exc:

@@ -1,0 +1,45 @@
+"""End-of-run repair: a key found in two shards stays only in the lowest one."""
+
+import os
+
+import webdataset as wds
+
+from longvid.shards.index import read_index_parts, write_index_part
+from longvid.shards.repair import QUARANTINE_DIR, drop_duplicate_keys
+from longvid.shards.storage import LocalStorage
+from longvid.shards.writer import ShardWriter, encode_json
+
+
+A, B, C = "a" * 16, "b" * 16, "c" * 16
+
+
+def _record(key):
+    video = {"source_uri": f"/src/{key}.mp4", "sha256": key * 4, "duration": 1.0, "fps": 25.0, "num_frames": 25,
+             "width": 64, "height": 48, "codec": "h264", "container": "mp4", "has_audio": False}
+    return {"video": video, "plan": {"bucket": "0-30 s", "stages": {}}, "clips": []}
+
+
+def _shard(storage, number, keys):
+    records = {k: _record(k) for k in keys}
+    with ShardWriter(storage, lambda: number, max_samples=100,
+                     on_commit=lambda shard: write_index_part(storage, shard, records)) as writer:
+        for k in keys:
+            writer.write(k, {"json": encode_json(records[k]), "mp4": f"media of {k}".encode()})
+
+
+def test_duplicates_kept_once_in_lowest_shard(tmp_path):
+    storage = LocalStorage(str(tmp_path))
+    _shard(storage, 0, [A, B])
+    _shard(storage, 3, [B, C])  # B again: rewritten without it
+    _shard(storage, 5, [A])  # nothing else: set aside
+    notes = drop_duplicate_keys(storage, read_index_parts(storage)[0])
+    assert {n["shard"] for n in notes} == {"videos/shard-000003.tar", "videos/shard-000005.tar"}
+    assert all(n["reason"].startswith("duplicate_keys: ") for n in notes)
+    shards = sorted(str(p) for p in (tmp_path / "videos").iterdir())
+    keys = [s["__key__"] for s in wds.WebDataset(shards, shardshuffle=False)]
+    assert sorted(keys) == [A, B, C]
+    videos, _ = read_index_parts(storage)
+    assert sorted(videos["key"].to_pylist()) == [A, B, C]
+    assert dict(zip(videos["key"].to_pylist(), videos["shard"].to_pylist()))[B] == "videos/shard-000000.tar"
+    assert os.path.exists(tmp_path / QUARANTINE_DIR / "videos" / "shard-000005.tar")
+    assert drop_duplicate_keys(storage, videos) == []  # idempotent
