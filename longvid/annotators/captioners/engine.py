@@ -131,6 +131,39 @@ class Engine:
     def close(self) -> None:
         """Free the model (tests and benchmarks load several in one process)."""
 
+    # -- token accounting (the writer sizes its requests with the model's own tokenizer) ---------
+    templater = None  # set by the backends: the processor or tokenizer that renders chat prompts
+
+    def _tokenizer(self):
+        if self.templater is None:
+            self.templater = chat_templater(self.config.model, self.config.trust_remote_code)
+        return getattr(self.templater, "tokenizer", self.templater)
+
+    def count_tokens(self, text):
+        """Tokens of ``text`` (or of each of a list of texts, in one tokenizer call) under the
+        checkpoint's tokenizer, no special tokens added."""
+        if isinstance(text, str):
+            return len(self._tokenizer()(text, add_special_tokens=False)["input_ids"])
+        if not text:
+            return []
+        return [len(ids) for ids in self._tokenizer()(list(text), add_special_tokens=False)["input_ids"]]
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens of the request's rendered chat prompt (text requests: what the engine will see)."""
+        self._tokenizer()
+        return self.count_tokens(self.render(request))
+
+    def context_length(self) -> int:
+        """Prompt + output tokens one request may use: ``max_model_len`` when set, else the
+        checkpoint's own ``max_position_embeddings``."""
+        if self.config.max_model_len:
+            return self.config.max_model_len
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(self.config.model, trust_remote_code=self.config.trust_remote_code)
+        text = getattr(cfg, "text_config", None) or cfg
+        return int(getattr(text, "max_position_embeddings", 0) or getattr(cfg, "max_position_embeddings", 0) or 4096)
+
 
 def make_engine(config: ModelConfig, mm_limits: dict | None = None) -> Engine:
     """The configured backend (not loaded yet); ``mm_limits`` is the most images/videos one
