@@ -16,7 +16,8 @@ from ..annotators.captioners import CaptionerConfig
 from ..annotators.writers import WriterConfig
 from ..shards.dataset import read_dataset_json
 from ..shards.index import VIDEOS_INDEX, read_index_parts, read_videos_index
-from ..shards.layers import layer_dir, layer_parts, read_layer, write_layer_meta, write_layer_part
+from ..shards.layers import (layer_dir, layer_parts, read_failures, read_layer, read_layer_part, version_status,
+                             write_failures_part, write_layer_meta, write_layer_part)
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.storage import Storage
 from .annotate_stages import CaptionActor, InlineCaptionActor, WriterActor, prepare_videos
@@ -45,6 +46,7 @@ class AnnotateConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     ray: RayConfig = field(default_factory=RayConfig)  # which Ray to join or start (as for ingest)
     limit_videos: int = 0  # annotate only the first N videos (trials); 0 = all
+    retry_failed: bool = False  # re-run only the failed items of this (existing) version and rewrite their parts
 
 
 class AnnotateError(ValueError):
@@ -133,10 +135,27 @@ class PartTracker:
         return {k: self.received.pop(k, []) for k in keys}
 
 
+def _merge_previous(storage: Storage, config: AnnotateConfig, part: str, retried: dict[str, list | None],
+                    rows: list[dict], failures: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A retry's part: the old rows and failures minus the retried items, plus the new ones.
+    ``retried``: key → the clip ids retried (None: the whole video)."""
+    def redone(key, clip_id) -> bool:
+        clips = retried.get(key, ())
+        return clips is None or clip_id in clips
+
+    old_rows = [r for r in read_layer_part(storage, config.layer, config.version, part).to_pylist()
+                if not redone(r["key"], r["clip_id"])]
+    old_failures = [f for f in read_failures(storage, config.layer, config.version, part).to_pylist()
+                    if not (redone(f["key"], f["clip_id"]) and f["retry"])]
+    return old_rows + rows, old_failures + failures
+
+
 def commit_part(storage: Storage, config: AnnotateConfig, ledger: Ledger, part: str, videos: list[dict],
-                results: dict[str, list[dict]], stage: str) -> dict:
-    """Write one part (rows of every video in it), then its ledger rows; returns counts."""
-    rows, counts = [], {"videos": 0, "failed_videos": 0, "rows": 0, "failures": 0, "tokens": 0}
+                results: dict[str, list[dict]], stage: str, retried: dict[str, list | None] | None = None) -> dict:
+    """Write one part (rows of every video in it), then its failures, then its ledger rows;
+    returns counts. ``retried``: a retry's items, merged into the part already on storage."""
+    rows, failure_rows = [], []
+    counts = {"videos": 0, "failed_videos": 0, "rows": 0, "failures": 0, "tokens": 0}
     for video in videos:
         got = results.get(video["key"], [])
         video_rows = [r for res in got for r in res["rows"]]
@@ -148,6 +167,9 @@ def commit_part(storage: Storage, config: AnnotateConfig, ledger: Ledger, part: 
         counts["failed_videos"] += 0 if ok else 1
         counts["rows"] += len(video_rows)
         counts["failures"] += len(failures)
+        for f in failures:  # a clip that got no caption, or a video that got nothing, may be retried
+            failure_rows.append({"key": video["key"], "clip_id": f.get("clip_id"), "stage": f["stage"],
+                                 "reason": f["reason"], "retry": (not ok) or (stage == "caption" and bool(f.get("clip_id")))})
         reason = f"{len(failures)} item(s) failed or rejected" if failures and ok else None
         if not ok:
             reason = failures[0]["reason"] if failures else "nothing produced"
@@ -158,10 +180,36 @@ def commit_part(storage: Storage, config: AnnotateConfig, ledger: Ledger, part: 
             where = f"clip {f['clip_id']}: " if f.get("clip_id") else ""
             ledger.add(video_id=video["key"], url=video.get("url"), shard=video["shard"], status="failed",
                        action="failed", stage=f["stage"], reason=where + f["reason"])
+    if retried is not None:
+        rows, failure_rows = _merge_previous(storage, config, part, retried, rows, failure_rows)
     rows.sort(key=lambda r: (r["key"], r["start"], r["clip_id"] or "", r["value"]))
     write_layer_part(storage, config.layer, config.version, part, rows)
+    # after the part: a part without its failures file reads as "no failures", and a retry that
+    # stops between the two writes redoes items the part already has (merged again, not doubled)
+    write_failures_part(storage, config.layer, config.version, part, failure_rows)
     ledger.flush()  # after the part: a part on storage is the commit, the ledger only reports it
     return counts
+
+
+def retry_plan(storage: Storage, config: AnnotateConfig, parts: dict[str, list[dict]], task: str):
+    """The committed parts that hold retryable failures, each with only those videos (carrying
+    ``retry_clips``: the clip ids to redo, or none for the whole video); and key → clip ids."""
+    import pyarrow.compute as pc
+
+    failed = read_failures(storage, config.layer, config.version)
+    failed = failed.filter(pc.field("retry")).select(["key", "clip_id"]).to_pylist()  # bounded: failures only
+    retried: dict[str, list | None] = {}
+    for f in failed:
+        if task == "write" or f["clip_id"] is None:
+            retried[f["key"]] = None
+        elif retried.get(f["key"], []) is not None:
+            retried.setdefault(f["key"], []).append(f["clip_id"])
+    todo = {}
+    for name, videos in parts.items():
+        chosen = [dict(v, retry_clips=json.dumps(retried[v["key"]])) for v in videos if v["key"] in retried]
+        if chosen:
+            todo[name] = chosen
+    return todo, retried
 
 
 def build_dataset(storage: Storage, config: AnnotateConfig, task: str, parts: dict[str, list[dict]]):
@@ -220,12 +268,6 @@ def update_dataset_layers(storage: Storage) -> dict:
     return meta
 
 
-def layer_counts(storage: Storage, config: AnnotateConfig) -> dict:
-    table = read_layer(storage, config.layer, config.version)
-    return {"rows": table.num_rows, "videos": len(set(table["key"].to_pylist())), "parts": len(layer_parts(
-        storage, config.layer, config.version))}
-
-
 def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
     """Annotate ``dataset`` into ``config.layer``/``config.version``; returns the run's summary."""
     import ray
@@ -245,39 +287,53 @@ def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
     parts = plan_parts(videos, config.pipeline.videos_per_part)
     done = {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in layer_parts(storage, config.layer, config.version)}
     todo = {name: rows for name, rows in parts.items() if name not in done}
+    retried = None
+    if config.retry_failed:
+        if not resumed:
+            raise AnnotateError(f"--retry-failed: {config.layer}/{config.version} has no run to retry; "
+                                "run it first without --retry-failed")
+        if todo:
+            raise AnnotateError(f"--retry-failed: {config.layer}/{config.version} has {len(todo)} parts not yet "
+                                "committed; finish the run first (the same command without --retry-failed)")
+        todo, retried = retry_plan(storage, config, {n: parts[n] for n in sorted(done & set(parts))}, task)
     base = layer_dir(config.layer, config.version)
     meta = {"producer": producer, "producer_id": recipe["producer_id"], "recipe": recipe}
     write_layer_meta(storage, config.layer, config.version, dict(meta, status="in_progress"))
     run_id = new_run_id()
     ledger = Ledger(storage, run_id, directory=f"{base}/ledger")
-    for name in sorted(set(parts) - set(todo)):
+    for name in sorted(set(parts) - set(todo)) if retried is None else ():
         for v in parts[name]:
             ledger.add(video_id=v["key"], url=v.get("url"), shard=v["shard"], status="ok", action="skipped",
                        stage=task, reason="already committed in part " + name)
-    log(f"annotate {config.layer}/{config.version} ({task}): {len(videos)} videos in {len(parts)} parts, "
-        f"{len(parts) - len(todo)} already committed{' (resumed)' if resumed else ''}")
+    if retried is not None:
+        log(f"annotate {config.layer}/{config.version} ({task}): retrying the failed items of "
+            f"{sum(len(v) for v in todo.values())} videos in {len(todo)} parts")
+    else:
+        log(f"annotate {config.layer}/{config.version} ({task}): {len(videos)} videos in {len(parts)} parts, "
+            f"{len(parts) - len(todo)} already committed{' (resumed)' if resumed else ''}")
     totals = {"videos": 0, "failed_videos": 0, "rows": 0, "failures": 0, "tokens": 0}
     started = time.time()
     ray_started = connect_ray(config.ray) if todo else False
     try:
         if todo:
-            totals = _run_parts(storage, config, task, todo, ledger, log)
+            totals = _run_parts(storage, config, task, todo, ledger, log, retried)
     finally:
         if ray_started:
             ray.shutdown()
     ledger.flush()
     elapsed = time.time() - started
-    counts = layer_counts(storage, config) if layer_parts(storage, config.layer, config.version) else {}
-    write_layer_meta(storage, config.layer, config.version, dict(meta, status="complete", counts=counts))
+    counts = version_status(storage, config.layer, config.version, planned_parts=len(parts))
+    write_layer_meta(storage, config.layer, config.version, dict(meta, status=counts["status"], counts=counts))
     update_dataset_layers(storage)
     summary = dict(totals, layer=config.layer, version=config.version, task=task, run_id=run_id, seconds=elapsed,
-                   parts=len(parts), parts_skipped=len(parts) - len(todo), producer_id=recipe["producer_id"])
+                   parts=len(parts), parts_skipped=len(parts) - len(todo), producer_id=recipe["producer_id"],
+                   status=counts["status"], retried_parts=len(todo) if retried is not None else 0)
     log(json.dumps(summary, sort_keys=True))
     return summary
 
 
 def _run_parts(storage: Storage, config: AnnotateConfig, task: str, todo: dict[str, list[dict]], ledger: Ledger,
-               log) -> dict:
+               log, retried: dict | None = None) -> dict:
     """Stream the model's results and commit each part as soon as its last video is in."""
     import ray
 
@@ -290,7 +346,7 @@ def _run_parts(storage: Storage, config: AnnotateConfig, task: str, todo: dict[s
         if tracker.add(out["part"], out["key"], result):
             keys = [v["key"] for v in todo[out["part"]]]
             counts = commit_part(storage, config, ledger, out["part"], todo[out["part"]],
-                                 tracker.take(out["part"], keys), stage)
+                                 tracker.take(out["part"], keys), stage, retried)
             for k in totals:
                 totals[k] += counts[k]
             log(f"  part {out['part']}: {counts['rows']} rows, {counts['failures']} failures")
