@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from .dataset import list_layers, read_dataset_json
 from .index import read_index_parts
-from .layers import layer_dir, layer_parts, read_layer_meta
+from .layers import layer_dir, layer_parts, read_failures, read_layer_meta, version_status
 from .sampling import BUCKET_LABELS
 from .storage import Storage, is_s3, split_s3
 
@@ -34,28 +34,74 @@ def _bucket_rows(videos: list[dict], clips: list[dict]) -> list[dict]:
     return list(rows.values())
 
 
-def layer_stats(storage: Storage, layer: str, version: str) -> dict:
-    """Row counts of one layer version and what its ``layer.json`` says produced it."""
-    rows = video_rows = 0
-    keys: set[str] = set()
+# JSON fields that are references, not written text: left out of a layer's word count
+_JSON_REFS = (r'"(task|scope)":\s*"[^"]*"|"(evidence_clip_ids|evidence_spans|clip_id|segment|segments|answer)":'
+              r'\s*(\[[^\]]*\]+|"[0-9a-f_]{8,}"|-?[0-9.]+)')
+
+
+def value_words(table) -> int:
+    """Words of a layer part's values, in Arrow: text values as written; JSON values without
+    their keys and reference fields (clip ids, spans, counts)."""
+    import pyarrow.compute as pc
+
+    values = pc.if_else(pc.equal(table["value_type"], "json"), pc.replace_substring_regex(
+        pc.replace_substring_regex(pc.replace_substring_regex(table["value"], _JSON_REFS, " "),
+                                   r'"[A-Za-z_]+":', " "), r'[{}\[\]",]', " "), table["value"])
+    return int(pc.sum(pc.count_substring_regex(values, r"\S+")).as_py() or 0)
+
+
+def failure_reasons(failures, top: int = 8) -> list[dict]:
+    """Failures grouped by stage and reason (numbers folded to N so alike reasons group)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if failures.num_rows == 0:
+        return []
+    folded = pa.table({"stage": failures["stage"], "reason": pc.utf8_slice_codeunits(
+        pc.replace_substring_regex(failures["reason"], r"[0-9]+(\.[0-9]+)?", "N"), 0, 120)})
+    counted = folded.group_by(["stage", "reason"]).aggregate([("stage", "count")]).sort_by([("stage_count", "descending")])
+    return [{"stage": r["stage"], "reason": r["reason"], "count": r["stage_count"]} for r in counted.slice(0, top).to_pylist()]
+
+
+def layer_stats(storage: Storage, layer: str, version: str, totals: dict | None = None) -> dict:
+    """Rows, words, failures by reason and coverage of one layer version, and what its
+    ``layer.json`` says produced it; ``totals``: the dataset's video and clip counts (coverage)."""
+    import pyarrow as pa
+
+    rows = video_rows = words = clips_covered = videos_covered = 0
     parts = layer_parts(storage, layer, version)
     for part in parts:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(part)), columns=["key", "clip_id"])
+        table = pq.read_table(io.BytesIO(storage.read_bytes(part)), columns=["key", "clip_id", "value", "value_type"])
         rows += table.num_rows
         video_rows += table["clip_id"].null_count
-        keys.update(table["key"].to_pylist())
+        words += value_words(table)
+        clips_covered += pa.compute.count_distinct(table["clip_id"]).as_py()  # nulls are not counted
+        videos_covered += pa.compute.count_distinct(table["key"]).as_py()  # a video lies in one part
     has_meta = storage.exists(f"{layer_dir(layer, version)}/layer.json")
     meta = read_layer_meta(storage, layer, version) if has_meta else {}
+    status = version_status(storage, layer, version) if parts else {}
+    shown = meta.get("status")
+    if shown == "in_progress":
+        shown = "partial (a run is in progress or stopped: rerun it to finish)"
+    elif shown and status and not str(shown).startswith("partial"):
+        shown = status["status"]  # from the parts as they are now (a retry may have filled failures)
+    totals = totals or {}
     return {
         "layer": layer,
         "version": version,
         "rows": rows,
         "clip_rows": rows - video_rows,
         "video_rows": video_rows,
-        "videos": len(keys),
+        "videos": videos_covered,
         "parts": len(parts),
+        "words": words,
+        "clip_share": clips_covered / totals["clips"] if totals.get("clips") else 0.0,
+        "video_share": videos_covered / totals["videos"] if totals.get("videos") else 0.0,
+        "failed_items": status.get("failed_items", 0),
+        "rejected_items": status.get("rejected_items", 0),
+        "failures": failure_reasons(read_failures(storage, layer, version)),
         "producer": meta.get("producer"),
-        "status": meta.get("status"),
+        "status": shown,
     }
 
 
@@ -78,7 +124,7 @@ def dataset_stats(storage: Storage) -> dict:
         },
         "visual_tokens_stage3": sum(v["visual_tokens"] for v in videos),
         "buckets": _bucket_rows(videos, clips),
-        "layers": [layer_stats(storage, name, version)
+        "layers": [layer_stats(storage, name, version, {"videos": len(videos), "clips": len(clips)})
                    for name, versions in list_layers(storage).items() for version in versions],
     }
 
@@ -127,12 +173,17 @@ def format_stats(stats: dict) -> str:
     if not stats["layers"]:
         lines.append("  annotation layers: none")
     else:
-        lines.append("  annotation layers:")
+        lines.append(f"  annotation layers ({sum(x.get('words', 0) for x in stats['layers'])} words in all):")
         for layer in stats["layers"]:
             lines.append(f"    {layer['layer']}/{layer['version']}: {layer['rows']} rows "
                          f"({layer['clip_rows']} clip, {layer['video_rows']} video) over {layer['videos']} videos, "
                          f"producer {producer_text(layer['producer'])}"
                          + (f", {layer['status']}" if layer["status"] else ""))
+            lines.append(f"      {layer.get('words', 0)} words; covers {100 * layer.get('clip_share', 0):.1f} % of clips, "
+                         f"{100 * layer.get('video_share', 0):.1f} % of videos; {layer.get('failed_items', 0)} failed, "
+                         f"{layer.get('rejected_items', 0)} rejected")
+            for f in layer.get("failures", []):
+                lines.append(f"      {f['count']:>6} x {f['stage']}: {f['reason']}")
     return "\n".join(lines)
 
 
@@ -192,10 +243,18 @@ def render_html(stats: dict) -> str:
     buckets = _table(["bucket", "videos", "video hours", "clips", "clip hours"],
                      [[b["bucket"], b["videos"], f"{b['video_hours']:.3f}", b["clips"], f"{b['clip_hours']:.3f}"]
                       for b in stats["buckets"]])
-    layers = _table(["layer", "version", "rows", "clip rows", "video rows", "videos", "producer", "status"],
+    layers = _table(["layer", "version", "rows", "clip rows", "video rows", "videos", "words", "clips covered",
+                     "videos covered", "failed", "rejected", "producer", "status"],
                     [[x["layer"], x["version"], x["rows"], x["clip_rows"], x["video_rows"], x["videos"],
-                      producer_text(x["producer"]), x["status"] or "-"] for x in stats["layers"]]) \
-        if stats["layers"] else "<p>none</p>"
+                      x.get("words", 0), f"{100 * x.get('clip_share', 0):.1f} %", f"{100 * x.get('video_share', 0):.1f} %",
+                      x.get("failed_items", 0), x.get("rejected_items", 0), producer_text(x["producer"]),
+                      x["status"] or "-"] for x in stats["layers"]]) if stats["layers"] else "<p>none</p>"
+    failures = [[x["layer"] + "/" + x["version"], f["stage"], f["reason"], f["count"]]
+                for x in stats["layers"] for f in x.get("failures", [])]
+    if stats["layers"]:
+        layers += f"<p>{sum(x.get('words', 0) for x in stats['layers'])} words in all layers</p>"
+    if failures:
+        layers += "<h3>Failures by reason</h3>" + _table(["layer", "stage", "reason", "count"], failures)
     title = html.escape(f"LongVid dataset {stats['name']}")
     style = ("body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}")

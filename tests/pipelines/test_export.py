@@ -16,7 +16,7 @@ from longvid.cli import main
 from longvid.pipelines.ingest import IngestConfig, RayConfig, ShardConfig, run_ingest
 from longvid.pipelines.manifest import write_manifest
 from longvid.shards import read_clips_index, read_videos_index, time_prompt
-from longvid.shards.layers import write_layer_meta, write_layer_part
+from longvid.shards.layers import write_failures_part, write_layer_meta, write_layer_part
 from longvid.shards.storage import LocalStorage
 from longvid.annotators.segment import SegmentConfig
 from longvid.synthetic import write_video
@@ -55,6 +55,9 @@ def dataset(ray_session, tmp_path_factory):
                     for c in clips if c["clip_id"] not in uncaptioned]
     write_layer_part(storage, "caption", "v1", "part-0", caption_rows)
     write_layer_meta(storage, "caption", "v1", {"producer": {"model": "test/captioner"}, "status": "complete"})
+    write_failures_part(storage, "caption", "v1", "part-0", [
+        {"key": c["key"], "clip_id": c["clip_id"], "stage": "caption", "reason": f"engine error: out of memory at {i} GiB",
+         "retry": True} for i, c in enumerate(clips) if c["clip_id"] in uncaptioned])
     short = videos[sources["short"]]
     writer_rows = [
         {"key": key["short"], "clip_id": None, "start": 0.0, "end": short["duration"], "value_type": "json",
@@ -189,8 +192,19 @@ def test_stats_json_matches_the_index_and_lists_the_layers(dataset, tmp_path, ca
     assert layers[("caption", "v1")]["clip_rows"] == len(clips) - len(dataset["uncaptioned"])
     assert layers[("writer", "v1")]["video_rows"] == 2
     assert layers[("caption", "v1")]["producer"] == {"model": "test/captioner"}
+    captioned = [c for c in clips if c["clip_id"] not in dataset["uncaptioned"]]
+    cap, wr = layers[("caption", "v1")], layers[("writer", "v1")]
+    assert cap["words"] == sum(len(caption_of(c["clip_id"]).split()) for c in captioned)
+    assert wr["words"] == len("A short test video.".split()) + len("How many scenes?".split())  # not keys, not ids
+    assert cap["clip_share"] == pytest.approx(len(captioned) / len(clips))
+    assert cap["video_share"] == pytest.approx(len({c["key"] for c in captioned}) / 3)
+    assert wr["video_share"] == pytest.approx(1 / 3) and wr["clip_share"] == 0.0
+    failed = len(dataset["uncaptioned"])
+    assert cap["status"] == f"complete with {failed} failures ({100 * failed / len(clips):.1f} %)"
+    assert cap["failures"] == [{"stage": "caption", "reason": "engine error: out of memory at N GiB", "count": failed}]
     page = html_path.read_text()
     assert "<svg" in page and "caption" in page and "test/captioner" in page
+    assert "Failures by reason" in page and "out of memory at N GiB" in page and "words in all layers" in page
 
 
 def test_stats_text_and_default_report_path(dataset, capsys):
