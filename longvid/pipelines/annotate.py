@@ -28,12 +28,13 @@ from .ingest import RayConfig, connect_ray
 class PipelineConfig:
     prepare_stage: bool = True  # decode+resize in CPU tasks that feed the model (off: the model worker decodes inline and waits)
     prepare_cpus: float = 1.0  # CPUs per preparation task: one decode per video
-    num_gpus: float = 1.0  # per model actor (= tensor_parallel_size for vLLM); 0 runs the model on CPU
+    num_gpus: float = -1.0  # per model actor; -1 (auto): tensor_parallel_size GPUs where the cluster has GPUs, else 0 (CPU)
     num_cpus: float = 1.0  # per model actor: the engine's own CPU work (tokenising, scheduling)
     pool_size: int = 1  # model actors, one engine each: usually one per GPU
     batch_size: int = 32  # clips (captioner) or videos (writer) per model call: big enough for vLLM to batch well
     videos_per_part: int = 64  # videos per layer part: the most a kill can lose, and a bound on file count
     max_restarts: int = 2  # times a crashed model actor is restarted (out of memory, driver hiccup)
+    check_resources: bool = True  # refuse requests the cluster cannot meet (Ray would wait forever); off for autoscaling clusters
 
 
 @dataclass
@@ -111,6 +112,35 @@ def check_resume(storage: Storage, config: AnnotateConfig, recipe: dict) -> bool
             f"{config.layer}/{config.version} was made with a different recipe ({old}); this run's is {recipe}. "
             "A new captioner, prompt or parameters need a new --version.")
     return True
+
+
+# -- resources: what the stages ask for against what the cluster has -------------------------------
+def model_of(config: AnnotateConfig, task: str):
+    return config.writer.model if task == "write" else config.captioner.model
+
+
+def fit_resources(config: AnnotateConfig, task: str, cluster: dict, log) -> None:
+    """Resolve ``num_gpus: -1`` (auto) and refuse, in one line naming the setting, what Ray could
+    never schedule (it would not fail: it waits for a node that does not exist)."""
+    p = config.pipeline
+    gpus, cpus = float(cluster.get("GPU", 0)), float(cluster.get("CPU", 0))
+    if p.num_gpus < 0:
+        if gpus >= 1:
+            p.num_gpus = float(max(1, model_of(config, task).tensor_parallel_size))
+        else:
+            p.num_gpus = 0.0
+            log("note: the Ray cluster has no GPU: the model runs on CPU (set --pipeline.num-gpus N to ask for GPUs)")
+    if not p.check_resources:
+        return
+    if p.num_gpus * p.pool_size > gpus:
+        raise AnnotateError(f"{p.pool_size} model actor(s) x {p.num_gpus:g} GPU exceed the cluster's {gpus:g} GPU(s): "
+                            "set --pipeline.num-gpus 0 to run on CPU, lower --pipeline.pool-size, or join a cluster "
+                            "with GPUs (--ray.address)")
+    prepare = p.prepare_cpus if task == "caption" and p.prepare_stage else 0.0
+    if p.num_cpus * p.pool_size + prepare > cpus:
+        raise AnnotateError(f"{p.pool_size} model actor(s) x {p.num_cpus:g} CPU{f' + {prepare:g} for preparation' if prepare else ''} "
+                            f"exceed the cluster's {cpus:g} CPU(s): lower --pipeline.num-cpus / --pipeline.prepare-cpus / "
+                            "--pipeline.pool-size, or raise --ray.num-cpus")
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -273,6 +303,12 @@ def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
     import ray
 
     task = task_of(config)
+    from ..annotators.captioners.engine import resolve_backend
+
+    if task == "write":
+        config.writer.model = resolve_backend(config.writer.model, note=lambda m: log("note: " + m))
+    else:
+        config.captioner.model = resolve_backend(config.captioner.model, note=lambda m: log("note: " + m))
     storage = Storage.for_uri(dataset)
     read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
     producer = producer_for(config, task)
@@ -316,6 +352,7 @@ def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
     ray_started = connect_ray(config.ray) if todo else False
     try:
         if todo:
+            fit_resources(config, task, ray.cluster_resources(), log)
             totals = _run_parts(storage, config, task, todo, ledger, log, retried)
     finally:
         if ray_started:

@@ -280,3 +280,50 @@ def test_retry_failed_fills_the_failed_items_and_touches_nothing_else(dataset, r
     assert meta["counts"]["failed_items"] == len(dataset["rotten_clips"])  # the rotten video still cannot decode
     assert sorted(read_layer(storage, "caption", "v2")["clip_id"].to_pylist()) == dataset["good_clips"]
     assert fingerprint(dataset["root"]) == dataset["before"]
+
+
+BLOCK_VLLM = '''import sys
+
+
+class BlockVllm:
+    """Makes `import vllm` fail for real in this interpreter, as on a machine without it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ModuleNotFoundError("No module named 'vllm' (blocked by this test's sitecustomize)")
+        return None
+
+
+sys.meta_path.insert(0, BlockVllm())
+'''
+
+
+def cli(args: list[str], extra_path: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    path = [p for p in (extra_path, REPO, os.environ.get("PYTHONPATH")) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    return subprocess.run([sys.executable, "-m", "longvid", "annotate", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_without_vllm_and_without_gpus_the_defaults_run_on_cpu_with_transformers(dataset, caption_v1, tmp_path):
+    """No --backend, no --pipeline.num-gpus: on this machine (no GPU) and with vllm made
+    unimportable (a sitecustomize blocks the import in the child), the run picks transformers on
+    CPU, says so in one line each, and finishes."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_VLLM)
+    done = cli([dataset["root"], "--layer", "qa", "--version", "auto", "--writer", dataset["models"]["text"],
+                "--source-layer", "caption/v1", "--writer.sampling.max-new-tokens", "16", "--writer.on-overlong", "keep",
+                "--writer.model.max-model-len", "2048", "--pipeline.videos-per-part", "4", "--ray.address", "local",
+                "--ray.progress-bars", "false"], extra_path=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "vllm is not installed here: using the transformers backend" in done.stdout
+    assert "has no GPU: the model runs on CPU" in done.stdout
+    meta = read_layer_meta(dataset["storage"], "qa", "auto")
+    assert meta["producer"]["engine"]["name"] == "transformers" and meta["status"] != "partial"
+
+
+def test_a_request_the_cluster_cannot_meet_is_one_line_not_a_hang(dataset, caption_v1):
+    done = cli([dataset["root"], "--layer", "caption", "--version", "gpu", "--captioner", dataset["models"]["vlm"],
+                "--backend", "transformers", "--pipeline.num-gpus", "1", "--ray.address", "local"], timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("longvid annotate:")]
+    assert "exceed the cluster's 0 GPU(s)" in line and "--pipeline.num-gpus 0" in line

@@ -16,13 +16,13 @@ import numpy as np
 # Model families whose processors take a clip as one video input rather than a list of images.
 VIDEO_INPUT_FAMILIES = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "llava_onevision",
                                   "llava_next_video"})
-BACKENDS = ("vllm", "transformers")
+BACKENDS = ("auto", "vllm", "transformers")
 
 
 @dataclass
 class ModelConfig:
     model: str = ""  # hub id or local path of the checkpoint (required)
-    backend: str = "vllm"  # vllm (GPU throughput, CPU build for tests) | transformers (any torch device)
+    backend: str = "auto"  # auto: vllm where it imports, else transformers | vllm (GPU throughput) | transformers (any torch device)
     dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU (CPU kernels are fastest in fp32)
     max_model_len: int = 0  # vLLM context in tokens; 0: the checkpoint's own (smaller saves KV-cache memory)
     tensor_parallel_size: int = 1  # vLLM: GPUs per engine; give the actor as many GPUs (pipeline.num_gpus)
@@ -165,10 +165,35 @@ class Engine:
         return int(getattr(text, "max_position_embeddings", 0) or getattr(cfg, "max_position_embeddings", 0) or 4096)
 
 
+def vllm_importable() -> bool:
+    """True where a ``vllm`` package is installed and findable (its import may still fail on a
+    broken install; that then is the engine's load error)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_backend(config: ModelConfig, note=None) -> ModelConfig:
+    """``auto`` made concrete: vllm where it imports, else transformers (``note`` gets one line)."""
+    from dataclasses import replace
+
+    if config.backend != "auto":
+        return config
+    if vllm_importable():
+        return replace(config, backend="vllm")
+    if note is not None:
+        note("vllm is not installed here: using the transformers backend (set --backend vllm|transformers to choose)")
+    return replace(config, backend="transformers")
+
+
 def make_engine(config: ModelConfig, mm_limits: dict | None = None) -> Engine:
     """The configured backend (not loaded yet); ``mm_limits`` is the most images/videos one
     prompt carries."""
     check_model_config(config)
+    config = resolve_backend(config)
     if config.backend == "vllm":
         from .vllm_backend import VllmEngine
 
