@@ -1,5 +1,5 @@
-"""Tiny random models for tests, benchmarks and offline trials: an Idefics3 (SmolVLM) captioner
-and a Qwen2 text model, each with a BPE tokenizer trained on the spot, saved with
+"""Tiny random models for tests, benchmarks and offline trials: an Idefics3 (SmolVLM) captioner,
+a Qwen2 text model and a Whisper speech recogniser, each with a BPE tokenizer trained on the spot, saved with
 ``save_pretrained`` so they load through the same code path as a real checkpoint.
 
 Their weights are random: they emit junk text. Never use them for real annotations.
@@ -173,6 +173,44 @@ def build_tiny_idefics3(path: str, sizes: TinySizes = TinySizes(), seed: int = 0
     return path
 
 
+WHISPER_SPECIAL = ["<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>",
+                   "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+
+
+def build_tiny_whisper(path: str, seed: int = 0) -> str:
+    """A random Whisper (80 mel bins, 1 layer each side) + processor saved to ``path``. Timestamp
+    tokens (``<|0.00|>`` .. ``<|30.00|>``) come last, after ``<|notimestamps|>``, as Whisper's
+    timestamp logic requires."""
+    import torch
+    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperProcessor, WhisperTokenizerFast)
+
+    end = "<|endoftext|>"
+    tok = WhisperTokenizerFast(tokenizer_object=_train_tokenizer([end], 400), unk_token=end, bos_token=end,
+                               eos_token=end, pad_token=end)
+    tok.add_tokens(WHISPER_SPECIAL + [f"<|{i * 0.02:.2f}|>" for i in range(1501)], special_tokens=True)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in WHISPER_SPECIAL}
+    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tok)
+    config = WhisperConfig(vocab_size=len(tok), num_mel_bins=80, d_model=64, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+                           max_source_positions=1500, max_target_positions=448, pad_token_id=tok.pad_token_id,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                           decoder_start_token_id=ids["<|startoftranscript|>"])
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config).eval()
+    g = model.generation_config
+    g.decoder_start_token_id, g.no_timestamps_token_id = ids["<|startoftranscript|>"], ids["<|notimestamps|>"]
+    g.lang_to_id = {"<|en|>": ids["<|en|>"]}
+    g.task_to_id = {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}
+    g.is_multilingual, g.max_length, g.forced_decoder_ids = True, 448, None
+    g.begin_suppress_tokens, g.suppress_tokens = [tok.eos_token_id], []
+    g._from_model_config = False  # else loading rebuilds it from the model config and drops the timestamp ids
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
 def _write_generation_config(path: str, eos: int, pad: int) -> None:
     # Explicit greedy defaults so neither engine picks up sampling settings from elsewhere.
     with open(os.path.join(path, "generation_config.json"), "w", encoding="utf-8") as f:
@@ -180,7 +218,7 @@ def _write_generation_config(path: str, eos: int, pad: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m longvid.annotators.tiny_models OUT_DIR``: writes OUT_DIR/{idefics3,qwen2}."""
+    """``python -m longvid.annotators.tiny_models OUT_DIR``: writes OUT_DIR/{idefics3,qwen2,whisper}."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -188,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(build_tiny_idefics3(os.path.join(args.out_dir, "idefics3")))
     print(build_tiny_qwen2(os.path.join(args.out_dir, "qwen2")))
+    print(build_tiny_whisper(os.path.join(args.out_dir, "whisper")))
     return 0
 
 
