@@ -14,6 +14,12 @@ checkpoint (e.g. --model HuggingFaceTB/SmolVLM2-2.2B-Instruct --device gpu).
 
     python bench/captioning.py --count 16 --seconds 30 --width 480 --height 270 --batch-size 8
     python bench/captioning.py --device gpu --model /models/SmolVLM2-2.2B-Instruct --backends vllm transformers
+
+On a GPU machine without checkpoints or vLLM, a realistically shaped random model (SmolVLM2-2.2B's
+published shape, random bf16 weights built on the spot) through transformers:
+
+    python bench/captioning.py --device cuda --random-shape smolvlm2-2.2b --backends transformers \
+        --pipeline-backends transformers --count 8 --seconds 30 --width 640 --height 360 --batch-size 16
 """
 
 from __future__ import annotations
@@ -209,7 +215,11 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=180)
     ap.add_argument("--model", default="", help="checkpoint (hub id or path); default: a tiny random Idefics3")
-    ap.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    ap.add_argument("--device", choices=("auto", "cpu", "gpu", "cuda"), default="auto", help="cuda = gpu")
+    ap.add_argument("--random-shape", default="", help="random weights of a published shape instead of --model "
+                    "(smolvlm2-2.2b); the GPU figure without a checkpoint")
+    ap.add_argument("--shape-layers", type=int, default=0,
+                    help="override the shape's text and vision layer counts (a quick CPU smoke run of the path)")
     ap.add_argument("--backends", nargs="+", default=["vllm", "transformers"])
     ap.add_argument("--pipeline-backends", nargs="+", default=["vllm", "transformers"],
                     help="backends of the prepare on/off pipeline runs")
@@ -230,8 +240,21 @@ def main() -> int:
 
     if args.device == "auto":
         args.device = "gpu" if torch.cuda.is_available() else "cpu"
+    args.device = "gpu" if args.device == "cuda" else args.device
     workdir = args.workdir or tempfile.mkdtemp(prefix="lv-capbench-")
     os.makedirs(workdir, exist_ok=True)
+    if args.random_shape:
+        from dataclasses import replace
+
+        from longvid.annotators.tiny_models import SHAPES, build_tiny_idefics3
+
+        shape = SHAPES[args.random_shape]
+        if args.shape_layers:
+            shape = replace(shape, num_layers=args.shape_layers, vision_layers=args.shape_layers)
+        args.model = os.path.join(workdir, f"random-{args.random_shape}-{args.shape_layers or 'full'}")
+        if not os.path.exists(os.path.join(args.model, "config.json")):
+            build_tiny_idefics3(args.model, shape, dtype="bfloat16")
+        args.longest_edge = shape.image_size
     if not args.model:
         from longvid.annotators.tiny_models import build_tiny_idefics3
 

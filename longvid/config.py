@@ -150,7 +150,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, prefix: str = 
         if origin in (list, tuple):
             parser.add_argument(flag, dest=dest, nargs="+", default=None, help=help_text)
         elif tp is bool:
-            parser.add_argument(flag, dest=dest, type=_parse_bool, default=None, metavar="BOOL", help=help_text)
+            parser.add_argument(flag, dest=dest, type=_parse_bool, nargs="?", const=True, default=None, metavar="BOOL",
+                                help=help_text)  # a bare --flag means true
         else:
             parser.add_argument(flag, dest=dest, type=str, default=None,
                                 metavar=getattr(tp, "__name__", "VALUE").upper(), help=help_text)

@@ -1,5 +1,5 @@
-"""Tiny random models for tests, benchmarks and offline trials: an Idefics3 (SmolVLM) captioner
-and a Qwen2 text model, each with a BPE tokenizer trained on the spot, saved with
+"""Tiny random models for tests, benchmarks and offline trials: an Idefics3 (SmolVLM) captioner,
+a Qwen2 text model and a Whisper speech recogniser, each with a BPE tokenizer trained on the spot, saved with
 ``save_pretrained`` so they load through the same code path as a real checkpoint.
 
 Their weights are random: they emit junk text. Never use them for real annotations.
@@ -58,6 +58,23 @@ class TinySizes:
     patch_size: int = 16
     scale_factor: int = 2  # Idefics3 pixel shuffle: 16 patches -> 4 tokens per image
     max_position_embeddings: int = 4096
+    text_heads: int = 0  # 0: hidden_size // 32
+    text_kv_heads: int = 1
+    text_intermediate: int = 0  # 0: 2 x hidden_size
+    vision_layers: int = 2
+    vision_heads: int = 0  # 0: vision_hidden_size // 32
+    vision_intermediate: int = 0  # 0: 2 x vision_hidden_size
+    model_vocab_size: int = 0  # embedding rows when more than the tokenizer has (a real model's vocabulary cost)
+
+
+# SmolVLM2-2.2B-Instruct's shape, written out by hand from its published config.json (SigLIP-so400m
+# vision tower at 384 px / patch 14, pixel shuffle 3 -> 81 tokens per image; SmolLM2-1.7B text model):
+# random weights of a realistic size for GPU throughput figures, never for captions.
+SMOLVLM2_2B = TinySizes(vocab_size=512, hidden_size=2048, num_layers=24, vision_hidden_size=1152, image_size=384,
+                        patch_size=14, scale_factor=3, max_position_embeddings=16384, text_heads=32, text_kv_heads=32,
+                        text_intermediate=8192, vision_layers=27, vision_heads=16, vision_intermediate=4304,
+                        model_vocab_size=49280)
+SHAPES = {"smolvlm2-2.2b": SMOLVLM2_2B}
 
 
 def _train_tokenizer(special: list[str], vocab_size: int):
@@ -119,8 +136,9 @@ def build_tiny_qwen2(path: str, sizes: TinySizes = TinySizes(), seed: int = 0) -
     return path
 
 
-def build_tiny_idefics3(path: str, sizes: TinySizes = TinySizes(), seed: int = 0) -> str:
-    """A random Idefics3 (SmolVLM architecture) model + processor saved to ``path``."""
+def build_tiny_idefics3(path: str, sizes: TinySizes = TinySizes(), seed: int = 0, dtype: str = "float32") -> str:
+    """A random Idefics3 (SmolVLM architecture) model + processor saved to ``path`` (``dtype``:
+    of the saved weights; bfloat16 halves a realistic shape's size on disk)."""
     import torch
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
@@ -140,20 +158,20 @@ def build_tiny_idefics3(path: str, sizes: TinySizes = TinySizes(), seed: int = 0
     config = Idefics3Config(
         vision_config={
             "hidden_size": sizes.vision_hidden_size,
-            "intermediate_size": sizes.vision_hidden_size * 2,
-            "num_hidden_layers": 2,
-            "num_attention_heads": sizes.vision_hidden_size // 32,
+            "intermediate_size": sizes.vision_intermediate or sizes.vision_hidden_size * 2,
+            "num_hidden_layers": sizes.vision_layers,
+            "num_attention_heads": sizes.vision_heads or sizes.vision_hidden_size // 32,
             "image_size": sizes.image_size,
             "patch_size": sizes.patch_size,
         },
         text_config={
             "model_type": "llama",
-            "vocab_size": len(tok),
+            "vocab_size": max(len(tok), sizes.model_vocab_size),
             "hidden_size": sizes.hidden_size,
-            "intermediate_size": sizes.hidden_size * 2,
+            "intermediate_size": sizes.text_intermediate or sizes.hidden_size * 2,
             "num_hidden_layers": sizes.num_layers,
-            "num_attention_heads": sizes.hidden_size // 32,
-            "num_key_value_heads": 1,
+            "num_attention_heads": sizes.text_heads or sizes.hidden_size // 32,
+            "num_key_value_heads": sizes.text_kv_heads,
             "max_position_embeddings": sizes.max_position_embeddings,
             "pad_token_id": tok.pad_token_id,
             "eos_token_id": tok.eos_token_id,
@@ -165,11 +183,49 @@ def build_tiny_idefics3(path: str, sizes: TinySizes = TinySizes(), seed: int = 0
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False,
     )
-    model = Idefics3ForConditionalGeneration(config).eval()
+    model = Idefics3ForConditionalGeneration(config).to(getattr(torch, dtype)).eval()
     os.makedirs(path, exist_ok=True)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     _write_generation_config(path, tok.eos_token_id, tok.pad_token_id)
+    return path
+
+
+WHISPER_SPECIAL = ["<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>",
+                   "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+
+
+def build_tiny_whisper(path: str, seed: int = 0) -> str:
+    """A random Whisper (80 mel bins, 1 layer each side) + processor saved to ``path``. Timestamp
+    tokens (``<|0.00|>`` .. ``<|30.00|>``) come last, after ``<|notimestamps|>``, as Whisper's
+    timestamp logic requires."""
+    import torch
+    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperProcessor, WhisperTokenizerFast)
+
+    end = "<|endoftext|>"
+    tok = WhisperTokenizerFast(tokenizer_object=_train_tokenizer([end], 400), unk_token=end, bos_token=end,
+                               eos_token=end, pad_token=end)
+    tok.add_tokens(WHISPER_SPECIAL + [f"<|{i * 0.02:.2f}|>" for i in range(1501)], special_tokens=True)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in WHISPER_SPECIAL}
+    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tok)
+    config = WhisperConfig(vocab_size=len(tok), num_mel_bins=80, d_model=64, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+                           max_source_positions=1500, max_target_positions=448, pad_token_id=tok.pad_token_id,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                           decoder_start_token_id=ids["<|startoftranscript|>"])
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config).eval()
+    g = model.generation_config
+    g.decoder_start_token_id, g.no_timestamps_token_id = ids["<|startoftranscript|>"], ids["<|notimestamps|>"]
+    g.lang_to_id = {"<|en|>": ids["<|en|>"]}
+    g.task_to_id = {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}
+    g.is_multilingual, g.max_length, g.forced_decoder_ids = True, 448, None
+    g.begin_suppress_tokens, g.suppress_tokens = [tok.eos_token_id], []
+    g._from_model_config = False  # else loading rebuilds it from the model config and drops the timestamp ids
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
     return path
 
 
@@ -180,7 +236,7 @@ def _write_generation_config(path: str, eos: int, pad: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m longvid.annotators.tiny_models OUT_DIR``: writes OUT_DIR/{idefics3,qwen2}."""
+    """``python -m longvid.annotators.tiny_models OUT_DIR``: writes OUT_DIR/{idefics3,qwen2,whisper}."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -188,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(build_tiny_idefics3(os.path.join(args.out_dir, "idefics3")))
     print(build_tiny_qwen2(os.path.join(args.out_dir, "qwen2")))
+    print(build_tiny_whisper(os.path.join(args.out_dir, "whisper")))
     return 0
 
 

@@ -7,6 +7,7 @@ Parses flags and YAML into :class:`AnnotateConfig` and hands over to ``annotate.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..config import ConfigError, add_dataclass_arguments, build_config
@@ -37,10 +38,15 @@ def register(subparsers) -> None:
                         help="vision-language model (hub id or local path) that captions each clip")
     parser.add_argument("--writer", dest="writer_model", default=None, metavar="MODEL",
                         help="text model (hub id or local path) that writes summary + QA from --source-layer")
-    parser.add_argument("--backend", dest="backend", default=None, choices=("vllm", "transformers"),
-                        help="engine for the chosen model (default: vllm)")
+    parser.add_argument("--backend", dest="backend", default=None, choices=("auto", "vllm", "transformers"),
+                        help="engine for the chosen model (default: auto: vllm where it imports, else transformers)")
     add_dataclass_arguments(parser, AnnotateConfig)
     parser.set_defaults(func=main)
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:400] + ("..." if len(text) > 400 else "")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -52,6 +58,12 @@ def main(args: argparse.Namespace) -> int:
         config = build_config(AnnotateConfig, args, args.config_file, extra=extra)
         summary = run_annotate(args.dataset, config)
     except (ConfigError, AnnotateError, ValueError) as exc:  # bad settings, not a dataset, unknown prompt
-        print(f"longvid annotate: {exc}", file=sys.stderr)
+        print(f"longvid annotate: {one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a model that will not load, a lost cluster: one line, no traceback
+        print(f"longvid annotate: {type(exc).__name__}: {one_line(exc)} (set LONGVID_TRACEBACK=1 for details)",
+              file=sys.stderr)
+        if os.environ.get("LONGVID_TRACEBACK"):
+            raise
+        return 1
     return 1 if summary["videos"] and summary["failed_videos"] == summary["videos"] else 0

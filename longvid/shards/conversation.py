@@ -3,9 +3,14 @@
 Shared by the training stream and ``longvid export llava``: the same layers give the same turns.
 
 * a clip sample (a short span of a parent video) gets its caption: ``Describe this video.``;
-* a video sample gets its video-level rows (the writer's summary and checked QA pairs, or plain
-  text rows as a description); when no layer has video-level rows for it, its clip captions in
-  time order become a dense, time-stamped description.
+* a video sample gets its video-level rows: the writer's video summary, its segment summaries
+  as one time-stamped description of the parts, then its checked QA pairs (or plain text rows as a
+  description); when no layer has video-level rows for it, its clip captions in time order become
+  a dense, time-stamped description.
+
+Every video sample's text stays within a token budget (estimated at 4 characters a token, no
+tokenizer needed): turns are added in that order while they fit, and a description too long for
+it keeps evenly spaced lines, so an hour-long video gets its hierarchy, not every caption.
 
 Every conversation opens with ``<image>`` and the time prompt (SEEDS.md §1) in the first human
 turn. Values are read as JSON or text, never executed.
@@ -24,6 +29,9 @@ IMAGE_TOKEN = "<image>"
 CLIP_QUESTION = "Describe this video."
 DENSE_QUESTION = "Describe the video in detail, with the time of each event."
 SUMMARY_QUESTION = "Summarize the video."
+PARTS_QUESTION = "Describe the video part by part, with the time of each part."
+TEXT_BUDGET_TOKENS = 3072  # text tokens of one video sample: room beside its visual tokens in an 8k-32k context
+CHARS_PER_TOKEN = 4  # a tokenizer-free estimate (English BPE averages about 4 characters a token)
 
 
 def parse_layer_refs(refs: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
@@ -79,6 +87,8 @@ class Annotations:
                 return
         else:
             item = {"task": "description", "text": value}
+        if item.get("scope") == "segment":
+            item["_span"] = (float(row.get("start") or 0.0), float(row.get("end") or 0.0))
         self.video_items.setdefault(key, []).append(item)
 
     def caption(self, key: str, clip_id: str) -> str | None:
@@ -125,15 +135,61 @@ def item_turn(item: dict) -> tuple[str, str] | None:
     return question, str(answer)
 
 
-def video_turns(ann: Annotations, key: str) -> list[tuple[str, str]]:
-    """The turns of a whole-video sample: video-level items in stored order, else dense captions."""
-    turns = [t for t in (item_turn(i) for i in ann.video_items.get(key, [])) if t is not None]
-    if turns:
+def estimate_tokens(text: str) -> int:
+    return len(text) // CHARS_PER_TOKEN + 1
+
+
+def fit_lines(lines: list[str], budget_tokens: int) -> list[str]:
+    """All ``lines`` when they fit ``budget_tokens``, else evenly spaced ones that do (in order)."""
+    costs = [estimate_tokens(line) for line in lines]
+    if sum(costs) <= budget_tokens or not lines:
+        return lines
+    keep = max(1, min(len(lines), int(len(lines) * budget_tokens / max(1, sum(costs)))))
+    while keep > 1:
+        picked = [lines[int((k + 0.5) * len(lines) / keep)] for k in range(keep)]
+        if sum(estimate_tokens(p) for p in picked) <= budget_tokens:
+            return picked
+        keep -= 1
+    return [lines[len(lines) // 2]] if costs[len(lines) // 2] <= budget_tokens else []
+
+
+def _description(question: str, lines: list[str], budget: int) -> tuple[str, str] | None:
+    kept = fit_lines(lines, budget - estimate_tokens(question))
+    return (question, "\n".join(kept)) if kept else None
+
+
+def video_turns(ann: Annotations, key: str, budget_tokens: int = TEXT_BUDGET_TOKENS) -> list[tuple[str, str]]:
+    """The turns of a whole-video sample within ``budget_tokens``: video summary, the segment
+    summaries as one part-by-part description, then QA in stored order; else dense captions."""
+    items = ann.video_items.get(key, [])
+    segments = sorted((i for i in items if i.get("task") == "summary" and i.get("scope") == "segment"),
+                      key=lambda i: i["_span"])
+    others = [i for i in items if not (i.get("task") == "summary" and i.get("scope") == "segment")]
+    summaries = [i for i in others if i.get("task") == "summary"]
+    rest = [i for i in others if i.get("task") != "summary"]
+    turns: list[tuple[str, str]] = []
+    left = budget_tokens
+
+    def add(turn: tuple[str, str] | None) -> None:
+        nonlocal left
+        cost = estimate_tokens(turn[0]) + estimate_tokens(turn[1]) if turn else 0
+        if turn and cost <= left:
+            turns.append(turn)
+            left -= cost
+
+    for item in summaries:
+        add(item_turn(item))
+    if segments:
+        lines = [f"[{_seconds(i['_span'][0])}-{_seconds(i['_span'][1])}] {i['text']}" for i in segments if i.get("text")]
+        add(_description(PARTS_QUESTION, lines, left))
+    for item in rest:
+        add(item_turn(item))
+    if turns or items:
         return turns
     spans = ann.clips_of.get(key, [])
-    if spans:
-        return [(DENSE_QUESTION, "\n".join(f"[{_seconds(s)}-{_seconds(e)}] {text}" for s, e, _, text in spans))]
-    return []
+    lines = [f"[{_seconds(s)}-{_seconds(e)}] {text}" for s, e, _, text in spans]
+    turn = _description(DENSE_QUESTION, lines, budget_tokens) if lines else None
+    return [turn] if turn else []
 
 
 def clip_turns(ann: Annotations, key: str, clip_id: str) -> list[tuple[str, str]]:

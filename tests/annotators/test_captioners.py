@@ -23,7 +23,7 @@ from longvid.annotators.plan import Plan
 from longvid.annotators.probe import probe_file
 from longvid.annotators.prompts import builtin_prompts, load_prompt
 from longvid.annotators.segment import SegmentConfig, segment_video
-from longvid.annotators.writers import (QA_FAMILIES, CheckFailed, TimelineClip, VideoTimeline, VideoWriter,
+from longvid.annotators.writers import (CLIP_FAMILIES, PARTS_FAMILIES, QA_FAMILIES, CheckFailed, TimelineClip, VideoTimeline, VideoWriter,
                                         WriterConfig, check_qa, parse_items, qa_schema, written_rows)
 from longvid.synthetic import write_video
 from tests.annotators.tiny import cpu_model, tiny_models
@@ -125,7 +125,7 @@ def test_broken_media_fails_with_a_reason(video_item):
 
 
 def test_prompt_templates_are_versioned_files_and_strict(tmp_path):
-    assert {"caption_clip.v1", "summary.v1"} | {f"qa_{f}.v1" for f in QA_FAMILIES} <= set(builtin_prompts())
+    assert {"caption_clip.v1", "summary.v1"} | {f"qa_{f}.v1" for f in CLIP_FAMILIES} | {f"qa_{f}_parts.v1" for f in PARTS_FAMILIES} <= set(builtin_prompts())
     prompt = load_prompt("caption_clip.v1")
     assert prompt.fields == {"num_frames", "duration", "start", "end"} and len(prompt.sha256) == 64
     with pytest.raises(ValueError, match="no value for"):
@@ -272,4 +272,5 @@ def test_writer_keeps_only_checked_qa_and_says_why_the_rest_went(models, text_en
     assert [json.loads(r["value"])["task"] for r in rows][0] == "summary"
     assert all(r["clip_id"] is None and r["value_type"] == "json" and r["end"] == 30.0 for r in rows)
     producer = writer.producer()
-    assert producer["engine"]["name"] == backend and set(producer["prompts"]) == {"summary", *QA_FAMILIES}
+    assert producer["engine"]["name"] == backend
+    assert set(producer["prompts"]) == {"summary", "summary_parts", *CLIP_FAMILIES, *(f"{f}_parts" for f in PARTS_FAMILIES)}

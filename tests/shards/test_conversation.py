@@ -75,3 +75,32 @@ def test_layer_refs_must_be_layer_slash_version(ref):
     with pytest.raises(ValueError, match="LAYER/VERSION"):
         parse_layer_refs([ref])
     assert parse_layer_refs(["caption/v1"]) == [("caption", "v1")]
+
+
+def test_a_long_video_gets_its_hierarchy_within_the_budget():
+    ann = Annotations()
+    for i in range(1000):  # an hour of clip captions: far more than any budget
+        ann.add(_clip("k", f"k_{i:04d}", 3.6 * i, 3.6 * i + 3.6, f"caption number {i} of a long video"))
+    ann.add(_video("k", {"task": "summary", "scope": "video", "text": "An hour of cooking."}))
+    for s in (1, 0):
+        ann.add({**_video("k", {"task": "summary", "scope": "segment", "segment": s, "text": f"part {s}"}),
+                 "start": 300.0 * s, "end": 300.0 * s + 300})
+    ann.add(_video("k", {"task": "multi_hop", "scope": "video", "question": "After the cut, what?", "answer": "stir"}))
+    turns = video_turns(ann, "k", budget_tokens=200)
+    assert turns == [("Summarize the video.", "An hour of cooking."),
+                     ("Describe the video part by part, with the time of each part.",
+                      "[0.0s-300.0s] part 0\n[300.0s-600.0s] part 1"),
+                     ("After the cut, what?", "stir")]
+
+
+def test_dense_captions_are_thinned_to_the_budget_evenly():
+    ann = Annotations()
+    for i in range(1000):
+        ann.add(_clip("k", f"k_{i:04d}", float(i), i + 1.0, f"caption {i}"))
+    for spans in ann.clips_of.values():
+        spans.sort()
+    (question, answer), = video_turns(ann, "k", budget_tokens=300)
+    lines = answer.splitlines()
+    assert sum(len(x) // 4 + 1 for x in lines) + len(question) // 4 + 1 <= 300 and 20 < len(lines) < 1000
+    starts = [float(x[1:].split("s-")[0]) for x in lines]
+    assert starts == sorted(starts) and starts[0] < 100 and starts[-1] > 900  # spread over the whole video

@@ -16,13 +16,13 @@ import numpy as np
 # Model families whose processors take a clip as one video input rather than a list of images.
 VIDEO_INPUT_FAMILIES = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "llava_onevision",
                                   "llava_next_video"})
-BACKENDS = ("vllm", "transformers")
+BACKENDS = ("auto", "vllm", "transformers")
 
 
 @dataclass
 class ModelConfig:
     model: str = ""  # hub id or local path of the checkpoint (required)
-    backend: str = "vllm"  # vllm (GPU throughput, CPU build for tests) | transformers (any torch device)
+    backend: str = "auto"  # auto: vllm where it imports, else transformers | vllm (GPU throughput) | transformers (any torch device)
     dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU (CPU kernels are fastest in fp32)
     max_model_len: int = 0  # vLLM context in tokens; 0: the checkpoint's own (smaller saves KV-cache memory)
     tensor_parallel_size: int = 1  # vLLM: GPUs per engine; give the actor as many GPUs (pipeline.num_gpus)
@@ -131,11 +131,69 @@ class Engine:
     def close(self) -> None:
         """Free the model (tests and benchmarks load several in one process)."""
 
+    # -- token accounting (the writer sizes its requests with the model's own tokenizer) ---------
+    templater = None  # set by the backends: the processor or tokenizer that renders chat prompts
+
+    def _tokenizer(self):
+        if self.templater is None:
+            self.templater = chat_templater(self.config.model, self.config.trust_remote_code)
+        return getattr(self.templater, "tokenizer", self.templater)
+
+    def count_tokens(self, text):
+        """Tokens of ``text`` (or of each of a list of texts, in one tokenizer call) under the
+        checkpoint's tokenizer, no special tokens added."""
+        if isinstance(text, str):
+            return len(self._tokenizer()(text, add_special_tokens=False)["input_ids"])
+        if not text:
+            return []
+        return [len(ids) for ids in self._tokenizer()(list(text), add_special_tokens=False)["input_ids"]]
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens of the request's rendered chat prompt (text requests: what the engine will see)."""
+        self._tokenizer()
+        return self.count_tokens(self.render(request))
+
+    def context_length(self) -> int:
+        """Prompt + output tokens one request may use: ``max_model_len`` when set, else the
+        checkpoint's own ``max_position_embeddings``."""
+        if self.config.max_model_len:
+            return self.config.max_model_len
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(self.config.model, trust_remote_code=self.config.trust_remote_code)
+        text = getattr(cfg, "text_config", None) or cfg
+        return int(getattr(text, "max_position_embeddings", 0) or getattr(cfg, "max_position_embeddings", 0) or 4096)
+
+
+def vllm_importable() -> bool:
+    """True where a ``vllm`` package is installed and findable (its import may still fail on a
+    broken install; that then is the engine's load error)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_backend(config: ModelConfig, note=None) -> ModelConfig:
+    """``auto`` made concrete: vllm where it imports, else transformers (``note`` gets one line)."""
+    from dataclasses import replace
+
+    if config.backend != "auto":
+        return config
+    if vllm_importable():
+        return replace(config, backend="vllm")
+    if note is not None:
+        note("vllm is not installed here: using the transformers backend (set --backend vllm|transformers to choose)")
+    return replace(config, backend="transformers")
+
 
 def make_engine(config: ModelConfig, mm_limits: dict | None = None) -> Engine:
     """The configured backend (not loaded yet); ``mm_limits`` is the most images/videos one
     prompt carries."""
     check_model_config(config)
+    config = resolve_backend(config)
     if config.backend == "vllm":
         from .vllm_backend import VllmEngine
 

