@@ -81,15 +81,13 @@ def dpselect(distances: np.ndarray | list[float], keep: int) -> list[int]:
     return sorted(int(i) for i in top)
 
 
-class FrameMotion:
-    """Streams ``m[t]`` = mean absolute difference between frame ``t`` and ``t - 1`` (grey
-    thumbnails, in [0, 1]; ``m[0] = 0``), a block at a time. One float per frame is kept."""
+class ThumbnailBlocks:
+    """Collects streamed thumbnails into blocks of ``block`` frames and hands each block, as one
+    ``[n, H, W, 3]`` array, to ``_consume``: per-frame signals then cost one vectorised step per block."""
 
     def __init__(self, block: int = 64):
         self.block = block
         self._buffer: list[np.ndarray] = []
-        self._prev: np.ndarray | None = None
-        self._parts: list[np.ndarray] = [np.zeros(1, np.float32)]
 
     def update(self, thumb: np.ndarray) -> None:
         self._buffer.append(thumb)
@@ -97,10 +95,25 @@ class FrameMotion:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._buffer:
-            return
-        grey = np.stack(self._buffer).astype(np.float32).mean(axis=3)
-        self._buffer = []
+        if self._buffer:
+            frames, self._buffer = np.stack(self._buffer), []
+            self._consume(frames)
+
+    def _consume(self, frames: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class FrameMotion(ThumbnailBlocks):
+    """Streams ``m[t]`` = mean absolute difference between frame ``t`` and ``t - 1`` (grey
+    thumbnails, in [0, 1]; ``m[0] = 0``), a block at a time. One float per frame is kept."""
+
+    def __init__(self, block: int = 64):
+        super().__init__(block)
+        self._prev: np.ndarray | None = None
+        self._parts: list[np.ndarray] = [np.zeros(1, np.float32)]
+
+    def _consume(self, frames: np.ndarray) -> None:
+        grey = frames.astype(np.float32).mean(axis=3)
         frames = grey if self._prev is None else np.concatenate([self._prev[None], grey])
         self._prev = grey[-1]
         if len(frames) > 1:

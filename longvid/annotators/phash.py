@@ -14,6 +14,8 @@ from itertools import combinations
 
 import numpy as np
 
+from .keyframes import ThumbnailBlocks
+
 HASH_SIZE, SCALE = 8, 32  # 8x8 low frequencies of a 32x32 DCT: imagehash.phash's defaults
 BANDS = 4  # 16-bit bands
 DEFAULT_RADIUS = 10  # Hamming distance (of 64) under which two keyframes count as the same picture
@@ -148,26 +150,16 @@ INNER_MARGIN = 0.08  # the inner hash skips this share of each side: a re-upload
 MIN_CONTRAST = 2.0  # grey std below this (black, fades, flat titles) gets no hash: flat frames all look alike
 
 
-class FrameHashes:
+class FrameHashes(ThumbnailBlocks):
     """Streams two pHashes per frame, of the whole thumbnail and of its inner part (a cropped
     copy's whole frame looks like the original's inner part); 0 for a flat frame. 16 bytes a frame."""
 
     def __init__(self, block: int = 64):
-        self.block = block
-        self._buffer: list[np.ndarray] = []
+        super().__init__(block)
         self._full: list[np.ndarray] = []
         self._inner: list[np.ndarray] = []
 
-    def update(self, thumb: np.ndarray) -> None:
-        self._buffer.append(thumb)
-        if len(self._buffer) >= self.block:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        frames = np.stack(self._buffer)
-        self._buffer = []
+    def _consume(self, frames: np.ndarray) -> None:
         h, w = frames.shape[1:3]
         dy, dx = int(round(h * INNER_MARGIN)), int(round(w * INNER_MARGIN))
         flat = frames.astype(np.float32).mean(axis=3).std(axis=(1, 2)) < MIN_CONTRAST

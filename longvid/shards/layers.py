@@ -3,10 +3,6 @@
 A layer version holds Parquet parts (one per writer flush, named by the caller so reruns are
 idempotent) of rows keyed by video key and, for clip-level values, clip id; ``layer.json``
 records who produced it. Many versions of one layer coexist; readers pick one.
-
-Beside each part, ``failures/<part>.parquet`` lists the items of that part that failed or were
-rejected (key, clip id, stage, reason, whether a retry may fill it): the source of a version's
-status, of ``stats``' failures by reason, and of ``annotate --retry-failed``.
 """
 
 from __future__ import annotations
@@ -37,17 +33,6 @@ LAYER_SCHEMA = pa.schema(
 )
 
 
-FAILURE_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),  # video key
-        ("clip_id", pa.string()),  # the failed clip; null when the whole video failed or for a video-level item
-        ("stage", pa.string()),  # read | decode | caption | a QA family | summary ...
-        ("reason", pa.string()),
-        ("retry", pa.bool_()),  # an item that produced nothing (a retry may fill it), not a QA item the checks refuted
-    ]
-)
-
-
 def check_name(kind: str, name: str) -> str:
     if not _NAME_RE.match(name or ""):
         raise ValueError(f"invalid {kind} name {name!r}: use letters, digits, '_', '-', '.' (max 64)")
@@ -66,35 +51,6 @@ def write_layer_part(storage: Storage, layer: str, version: str, part: str, rows
     path = f"{layer_dir(layer, version)}/{part}.parquet"
     storage.write_bytes(path, buf.getvalue())
     return path
-
-
-def write_failures_part(storage: Storage, layer: str, version: str, part: str, rows: list[dict]) -> str:
-    """The failures of one part, written after the part itself (atomically, like it)."""
-    check_name("part", part)
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), buf)
-    path = f"{layer_dir(layer, version)}/failures/{part}.parquet"
-    storage.write_bytes(path, buf.getvalue())
-    return path
-
-
-def failure_parts(storage: Storage, layer: str, version: str) -> list[str]:
-    base = f"{layer_dir(layer, version)}/failures"
-    return [p for p in storage.list(base) if p.endswith(".parquet")]
-
-
-def read_failures(storage: Storage, layer: str, version: str, part: str | None = None) -> pa.Table:
-    """The failure rows of a version (or of one part); empty for versions written before they existed."""
-    paths = failure_parts(storage, layer, version)
-    if part is not None:
-        paths = [p for p in paths if p.rsplit("/", 1)[-1] == f"{part}.parquet"]
-    tables = [pq.read_table(io.BytesIO(storage.read_bytes(p))).cast(FAILURE_SCHEMA) for p in paths]
-    return pa.concat_tables(tables) if tables else FAILURE_SCHEMA.empty_table()
-
-
-def read_layer_part(storage: Storage, layer: str, version: str, part: str) -> pa.Table:
-    path = f"{layer_dir(layer, version)}/{check_name('part', part)}.parquet"
-    return pq.read_table(io.BytesIO(storage.read_bytes(path))).cast(LAYER_SCHEMA)
 
 
 def layer_parts(storage: Storage, layer: str, version: str) -> list[str]:
@@ -118,41 +74,3 @@ def write_layer_meta(storage: Storage, layer: str, version: str, meta: dict) -> 
 
 def read_layer_meta(storage: Storage, layer: str, version: str) -> dict:
     return json.loads(storage.read_bytes(f"{layer_dir(layer, version)}/layer.json"))
-
-
-def _part_columns(storage: Storage, path: str, columns: list[str]) -> pa.Table:
-    return pq.read_table(io.BytesIO(storage.read_bytes(path)), columns=columns)
-
-
-def version_status(storage: Storage, layer: str, version: str, planned_parts: int | None = None) -> dict:
-    """What a version holds and how honestly complete it is, with Arrow over its parts.
-
-    Items are clips for a clip-level layer and videos for a video-level one. Status: ``partial``
-    (fewer parts than planned), ``complete`` (no failed item), or ``complete with N failures (x %)``.
-    """
-    import pyarrow.compute as pc
-
-    clip_rows = rows = videos = 0
-    for path in layer_parts(storage, layer, version):
-        table = _part_columns(storage, path, ["key", "clip_id"])
-        rows += table.num_rows
-        clip_rows += table.num_rows - table["clip_id"].null_count
-        videos += pc.count_distinct(table["key"]).as_py()  # a video lies in one part
-    failures = read_failures(storage, layer, version)
-    retry = failures.filter(pc.field("retry"))
-    clip_level = clip_rows > 0 or retry["clip_id"].null_count < retry.num_rows
-    if clip_level:
-        ok, failed = clip_rows, retry.num_rows
-    else:
-        ok, failed = videos, pc.count_distinct(retry["key"]).as_py() if retry.num_rows else 0
-    parts = len(layer_parts(storage, layer, version))
-    total = ok + failed
-    if planned_parts is not None and parts < planned_parts:
-        status = "partial"
-    elif failed == 0:
-        status = "complete"
-    else:
-        status = f"complete with {failed} failures ({100.0 * failed / max(total, 1):.1f} %)"
-    return {"status": status, "unit": "clips" if clip_level else "videos", "ok_items": ok, "failed_items": failed,
-            "rejected_items": failures.num_rows - retry.num_rows, "rows": rows, "clip_rows": clip_rows,
-            "videos": videos, "parts": parts}
