@@ -47,9 +47,6 @@ def prepare_video(video: dict, storage: Storage, config: CaptionerConfig) -> Ite
         record = read_record(storage, video["shard"], video["json_offset"], video["json_size"])
         clips = list(record.get("clips", []))
         fps = float(record["video"]["fps"])
-        only = json.loads(video.get("retry_clips") or "null")  # a retry: just the clips that failed
-        if only is not None:
-            clips = [c for c in clips if c["clip_id"] in set(only)]
     except Exception as exc:  # noqa: BLE001 - any unreadable record is this video's failure
         yield _failure(video, 1, "read", f"cannot read the video record: {type(exc).__name__}: {exc}")
         return
