@@ -199,11 +199,12 @@ def check_resume(storage: Storage, config, recipe: dict) -> bool:
 
 
 # -- resources: what the model stages ask for, made concrete before anything starts -------------
-def resolve_gpus(value, cluster_gpus: float, log) -> float:
-    """``auto``: one GPU per model actor where the cluster has GPUs, else 0 (CPU) with a one-line note."""
+def resolve_gpus(value, cluster_gpus: float, log, per_actor: int = 1) -> float:
+    """``auto``: ``per_actor`` GPUs per model actor (a vLLM engine's tensor-parallel size) where
+    the cluster has GPUs, else 0 (CPU) with a one-line note."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         if cluster_gpus > 0:
-            return 1.0
+            return float(max(1, per_actor))
         log("note: the Ray cluster has no GPU: the model runs on CPU (set --pipeline.num-gpus N to require GPUs)")
         return 0.0
     try:
@@ -337,7 +338,9 @@ def run_annotate(dataset: str, config, log=print) -> dict:
     ray_started = connect_ray(config.ray) if todo else False
     try:
         if todo:
-            gpus = resolve_gpus(config.pipeline.num_gpus, float(ray.cluster_resources().get("GPU", 0)), log)
+            model = getattr(getattr(config, kind.config_field), "model", None)
+            gpus = resolve_gpus(config.pipeline.num_gpus, float(ray.cluster_resources().get("GPU", 0)), log,
+                                getattr(model, "tensor_parallel_size", 1))
             totals = _run_parts(storage, config, kind, todo, ledger, log, gpus, retried)
     finally:
         if ray_started:
