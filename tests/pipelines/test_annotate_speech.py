@@ -74,6 +74,18 @@ def test_the_registry_holds_one_class_per_kind():
     assert get_kind("speech").item_level == "video" and get_kind("caption").item_level == "clip"
     with pytest.raises(ValueError, match="unknown layer kind"):
         get_kind("nope")
+    from longvid.pipelines.annotate import kind_of
+
+    both = AnnotateConfig(version="v1", speech=SpeechConfig(model="w"))
+    assert kind_of(both).name == "speech"  # inferred from the one model given
+    both.captioner.model.model = "m"
+    with pytest.raises(AnnotateError, match="give exactly one model"):
+        kind_of(both)
+    assert kind_of(AnnotateConfig(version="v1", kind="speech", speech=SpeechConfig(model="w"))).name == "speech"
+    with pytest.raises(AnnotateError, match="--kind speech needs its model: --speech.model MODEL"):
+        kind_of(AnnotateConfig(version="v1", kind="speech"))
+    with pytest.raises(AnnotateError, match="unknown --kind"):
+        kind_of(AnnotateConfig(version="v1", kind="embedding-not-yet"))
 
 
 def test_speech_rows_are_timed_inside_each_video(narrated, speech_v1):
