@@ -25,7 +25,14 @@ from .shot_features import colour_distance, compute_features, cut_distance
 
 @dataclass
 class SparseConfig:
-    skip_nonref: bool = True  # on streams with B-frames, decode reference frames only (a third of x264 veryfast's frames go)
+    # which frames the coarse pass skips on a stream with B-frames: bidir = every B-frame (I and P only: half of
+    # x264 veryfast's frames; exact for x264 output, whose P-frames never reference a B-frame: tested bit for bit),
+    # nonref = non-reference frames only (B-refs of a b-pyramid are decoded: exact for any stream), none
+    skip: str = "bidir"
+    # FFmpeg threading of the coarse pass: frame threads stall on a stream whose B-frames are skipped (x264 veryfast,
+    # 640x360: 203 ms frame-threaded vs 115 ms slice-threaded for the same 427 frames) and slice threading leaves
+    # the other cores to other tasks (windows of the same video, other videos); "auto" = FFmpeg's choice
+    thread_type: str = "slice"
     skip_loop_filter: bool = True  # in the coarse pass: deblocking is ~30% of decode and barely changes a 48x27 thumbnail
     refine: bool = True  # decode each cut's gap densely to place it on its exact frame (off: the first decoded frame after it)
     # a cut found across a gap must hold this multiple of the gap's next-largest frame-to-frame change: a cut
@@ -49,7 +56,8 @@ class Scan:
     decoded: int = 0  # frames decoded, refined gaps included
     error: str | None = None  # a decode error that ended the pass early
     end: int = 0  # first frame number after what was covered (the last decoded frame + 1)
-    sparse: bool = False  # whether non-reference frames were skipped
+    sparse: bool = False  # whether frames were skipped (B-frames or non-reference frames)
+    skip: str = "DEFAULT"  # FFmpeg's skip_frame of the pass (what a refinement may skip outside a gap)
 
 
 class FrameClock:
@@ -72,6 +80,16 @@ def _thumbnail(scaler: VideoReformatter, frame, decode: DecodeConfig) -> np.ndar
     return scaler.reformat(frame, decode.width, decode.height, decode.pix_fmt, interpolation=method).to_ndarray()
 
 
+SKIPS = {"bidir": "BIDIR", "nonref": "NONREF", "none": "DEFAULT"}  # SparseConfig.skip -> FFmpeg's skip_frame
+
+
+def coarse_skip(sparse: SparseConfig, stream) -> str:
+    """FFmpeg's ``skip_frame`` for the coarse pass over ``stream``: nothing to skip without B-frames."""
+    if sparse.skip not in SKIPS:
+        raise ValueError(f"sparse.skip must be one of {', '.join(SKIPS)}, not {sparse.skip!r}")
+    return SKIPS[sparse.skip] if stream.codec_context.has_b_frames else "DEFAULT"
+
+
 def _seek(container, stream, clock: FrameClock, index: int) -> None:
     """Position at the keyframe at or before frame ``index`` (a no-op at the start)."""
     if index > 0:
@@ -87,17 +105,17 @@ def scan(source, decode: DecodeConfig, sparse: SparseConfig, detector: FastCutDe
     scaler = VideoReformatter()
     with open_video(source, decode.hwaccel) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = sparse.thread_type.upper()
         if decode.threads:
             stream.codec_context.thread_count = decode.threads
         clock = FrameClock(stream)
-        skip_nonref = sparse.skip_nonref and bool(stream.codec_context.has_b_frames)
-        if skip_nonref:
-            stream.codec_context.skip_frame = "NONREF"
+        skipping = coarse_skip(sparse, stream)
+        if skipping != "DEFAULT":
+            stream.codec_context.skip_frame = skipping
         if sparse.skip_loop_filter or decode.skip_loop_filter:
             stream.codec_context.options = {"skip_loop_filter": "all"}
         _seek(container, stream, clock, start)
-        result = Scan(np.zeros(0, np.int64), np.zeros(0, np.float32), sparse=skip_nonref)
+        result = Scan(np.zeros(0, np.int64), np.zeros(0, np.float32), sparse=skipping != "DEFAULT", skip=skipping)
         try:
             # yields decoded frames in display order: all of them, or the reference frames only
             for frame in container.decode(stream):
@@ -130,7 +148,7 @@ def _place(source, decode: DecodeConfig, sparse: SparseConfig, result: Scan, bou
             if t["kind"] == "cut" and 0 < b < n and frames[b] - frames[b - 1] > 1]
     c = detector_config
     exact = (refine_cuts(source, decode, gaps, result, sparse.cut_concentration, c.cut_threshold, c.gradual_threshold,
-                         c.dark_level) if sparse.refine and gaps else {})
+                         c.dark_level, result.skip) if sparse.refine and gaps else {})
     for b, t in zip(boundaries, transitions):
         if not 0 < b < n:
             continue
@@ -169,7 +187,7 @@ def merge_gradual(events: list[dict], min_gap: int) -> list[dict]:
 
 def refine_cuts(source, decode: DecodeConfig, gaps: list[tuple[int, int]], result: Scan,
                 concentration: float = 2.0, threshold: float = 0.15, gradual_threshold: float = 0.20,
-                dark_level: float = 0.08) -> dict:
+                dark_level: float = 0.08, skip: str = "NONREF") -> dict:
     """For each ``(a, b)``: ``("cut", frame)`` with the frame in ``(a, b]`` that holds the change (the
     largest cut distance to the frame before, at least ``threshold`` and ``concentration`` x the next
     largest); when the change is spread over the gap, ``("fade" | "dissolve", None)`` if the colours
@@ -184,6 +202,7 @@ def refine_cuts(source, decode: DecodeConfig, gaps: list[tuple[int, int]], resul
         stream.thread_type = "AUTO"
         clock = FrameClock(stream)
         context = stream.codec_context
+        outside = "NONREF" if skip == "DEFAULT" else skip  # frames outside a gap serve only as references
         for a, b in sorted(set(gaps)):
             thumbs: dict[int, np.ndarray] = {}
             _seek(container, stream, clock, a)
@@ -193,7 +212,7 @@ def refine_cuts(source, decode: DecodeConfig, gaps: list[tuple[int, int]], resul
                     past = packet.dts is None or packet.dts > hi  # this and later packets show later frames
                     # frames outside the gap are needed only as references: skip the others' decoding
                     inside = packet.pts is not None and lo <= packet.pts <= hi
-                    context.skip_frame = "DEFAULT" if inside else "NONREF"
+                    context.skip_frame = "DEFAULT" if inside else outside
                     for frame in context.decode(None if past else packet):  # past the gap: drain
                         result.decoded += 1
                         index = clock.index(frame.pts)
