@@ -11,7 +11,7 @@ Never decodes a frame twice except inside a refined gap; never holds more than t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import av
 import numpy as np
@@ -35,6 +35,12 @@ class SparseConfig:
     thread_type: str = "slice"
     skip_loop_filter: bool = True  # in the coarse pass: deblocking is ~30% of decode and barely changes a 48x27 thumbnail
     refine: bool = True  # decode each cut's gap densely to place it on its exact frame (off: the first decoded frame after it)
+    # when the coarse pass decodes at most this share of the frames (estimated from the first packets' order), the
+    # detector's windows (gradual scales, flash and baseline spans, shortest shot) are halved so that they span
+    # the same time as on every frame: x264 veryfast keeps ~40% of its frames with BIDIR (two wide windows
+    # otherwise join neighbouring dissolves)
+    halve_windows_below: float = 0.6
+    probe_packets: int = 500  # packets demuxed (not decoded) at the start of a pass to estimate that share
     # a cut found across a gap must hold this multiple of the gap's next-largest frame-to-frame change: a cut
     # happens in one frame, motion (a fast pan seen at half the frame rate) spreads over all of them
     cut_concentration: float = 2.0
@@ -80,6 +86,18 @@ def _thumbnail(scaler: VideoReformatter, frame, decode: DecodeConfig) -> np.ndar
     return scaler.reformat(frame, decode.width, decode.height, decode.pix_fmt, interpolation=method).to_ndarray()
 
 
+# in a BIDIR pass a spread change across a shorter gap (2-4 frames between two P-frames) is not kept as a dissolve:
+# the shortest dissolves last 8 frames and the gradual detector sees them; over 4 frames a fast pan moves the
+# colours as much (a NONREF pass's 1-2 frame gaps keep them: the benchmark set's F1 is higher that way)
+MIN_DISSOLVE_GAP = 6
+FADE_RAMP = 0.1  # mean luma that a gap's frames move by, in one direction, to be part of a fade (a pan: ~0.02)
+
+
+def _ramps(brightness: np.ndarray) -> bool:
+    """Whether brightness moves steadily one way across the gap by at least FADE_RAMP (a fade's ramp)."""
+    steps = np.diff(brightness)
+    return abs(float(brightness[-1] - brightness[0])) >= FADE_RAMP and bool(np.all(steps >= 0) or np.all(steps <= 0))
+
 SKIPS = {"bidir": "BIDIR", "nonref": "NONREF", "none": "DEFAULT"}  # SparseConfig.skip -> FFmpeg's skip_frame
 
 
@@ -90,9 +108,36 @@ def coarse_skip(sparse: SparseConfig, stream) -> str:
     return SKIPS[sparse.skip] if stream.codec_context.has_b_frames else "DEFAULT"
 
 
-def _seek(container, stream, clock: FrameClock, index: int) -> None:
-    """Position at the keyframe at or before frame ``index`` (a no-op at the start)."""
-    if index > 0:
+def decoded_share(container, stream, clock: FrameClock, start: int, packets: int) -> float:
+    """The share of frames a BIDIR pass decodes, from packet order alone: in decode order a B-frame shows
+    before a frame already sent (its pts is below the largest so far); I and P frames never do."""
+    _seek(container, stream, clock, start)
+    seen, kept, top = 0, 0, None
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue
+        seen += 1
+        if top is None or packet.pts > top:
+            kept, top = kept + 1, packet.pts
+        if seen >= packets:
+            break
+    _seek(container, stream, clock, start, rewind=True)
+    return kept / seen if seen else 1.0
+
+
+def coarse_detector(detector: FastCutDetector, share: float, sparse: SparseConfig) -> FastCutDetector:
+    """``detector``, or a fresh one of its kind with its windows halved when the pass decodes at most
+    ``sparse.halve_windows_below`` of the frames (so that they cover the same time)."""
+    if share > sparse.halve_windows_below:
+        return detector
+    c = detector.config
+    halved = replace(c, gradual_scales=tuple(sorted({max(2, k // 2) for k in c.gradual_scales})))
+    return type(detector)(halved)
+
+
+def _seek(container, stream, clock: FrameClock, index: int, rewind: bool = False) -> None:
+    """Position at the keyframe at or before frame ``index`` (at the start: a no-op unless ``rewind``)."""
+    if index > 0 or rewind:
         container.seek(clock.pts(index), stream=stream, backward=True, any_frame=False)
 
 
@@ -112,9 +157,14 @@ def scan(source, decode: DecodeConfig, sparse: SparseConfig, detector: FastCutDe
         skipping = coarse_skip(sparse, stream)
         if skipping != "DEFAULT":
             stream.codec_context.skip_frame = skipping
+        placing = detector.config  # frame spans in _place are in the video's frames, whatever the detector sees
+        if skipping == "BIDIR":  # demuxes the first packets, then seeks back to the start
+            detector = coarse_detector(detector, decoded_share(container, stream, clock, start, sparse.probe_packets),
+                                       sparse)
+        else:
+            _seek(container, stream, clock, start)
         if sparse.skip_loop_filter or decode.skip_loop_filter:
             stream.codec_context.options = {"skip_loop_filter": "all"}
-        _seek(container, stream, clock, start)
         result = Scan(np.zeros(0, np.int64), np.zeros(0, np.float32), sparse=skipping != "DEFAULT", skip=skipping)
         try:
             # yields decoded frames in display order: all of them, or the reference frames only
@@ -135,7 +185,7 @@ def scan(source, decode: DecodeConfig, sparse: SparseConfig, detector: FastCutDe
     result.distances = distance.distances
     result.end = int(frames[-1]) + 1 if frames else start
     boundaries = detector.finish()
-    result.transitions = _place(source, decode, sparse, result, boundaries, detector.transitions, detector.config)
+    result.transitions = _place(source, decode, sparse, result, boundaries, detector.transitions, placing)
     return result
 
 
@@ -170,11 +220,12 @@ def _place(source, decode: DecodeConfig, sparse: SparseConfig, result: Scan, bou
 def merge_gradual(events: list[dict], min_gap: int) -> list[dict]:
     """Join a gradual transition with a neighbour closer than 3 x ``min_gap`` frames: a fade through black
     seen at half the frame rate is a cut-like step down and another up, found as two (the dense detector
-    joins them by growing spans over the dark frames, which the coarse series no longer holds)."""
+    joins them by growing spans over the dark frames, which the coarse series no longer holds); two cuts
+    never join."""
     out: list[dict] = []
     for e in sorted(events, key=lambda e: e["frame"]):
         last = out[-1] if out else None
-        if last and "cut" in (last["kind"], e["kind"]) and last["kind"] == e["kind"]:
+        if last and last["kind"] == e["kind"] == "cut":
             out.append(e)
         elif last and e["start_frame"] - last["end_frame"] < 3 * min_gap:
             start, end = min(last["start_frame"], e["start_frame"]), max(last["end_frame"], e["end_frame"])
@@ -231,8 +282,12 @@ def refine_cuts(source, decode: DecodeConfig, gaps: list[tuple[int, int]], resul
                 runner_up = float(np.sort(d)[-2]) if len(d) > 1 else 0.0
                 if d[best] >= threshold and d[best] >= concentration * runner_up:
                     found[(a, b)] = ("cut", got[1 + best])
-                elif float(colour_distance(features.take([0]), features.take([len(got) - 1]))[0]) >= gradual_threshold:
-                    found[(a, b)] = ("fade" if features.brightness.min() < dark_level else "dissolve", None)
+                elif float(colour_distance(features.take([0]), features.take([len(got) - 1]))[0]) < gradual_threshold:
+                    found[(a, b)] = ("motion", None)
+                elif features.brightness.min() < dark_level or _ramps(features.brightness):
+                    found[(a, b)] = ("fade", None)  # part of a fade through black, seen at the coarse frame rate
+                elif skip != "BIDIR" or b - a >= MIN_DISSOLVE_GAP:
+                    found[(a, b)] = ("dissolve", None)
                 else:
                     found[(a, b)] = ("motion", None)
     return found
