@@ -29,9 +29,10 @@ class SparseConfig:
     # x264 veryfast's frames; exact for x264 output, whose P-frames never reference a B-frame: tested bit for bit),
     # nonref = non-reference frames only (B-refs of a b-pyramid are decoded: exact for any stream), none
     skip: str = "bidir"
-    # FFmpeg threading of the coarse pass: frame threads stall on a stream whose B-frames are skipped (x264 veryfast,
-    # 640x360: 203 ms frame-threaded vs 115 ms slice-threaded for the same 427 frames) and slice threading leaves
-    # the other cores to other tasks (windows of the same video, other videos); "auto" = FFmpeg's choice
+    # FFmpeg threading of a coarse pass that skips frames: frame threads stall on a stream whose B-frames are skipped
+    # (x264 veryfast, 640x360: 203 ms frame-threaded vs 115 ms slice-threaded for the same 427 frames) and slice
+    # threading leaves the other cores to other tasks (windows of the same video, other videos); "auto" = FFmpeg's
+    # choice. A pass that skips nothing (no B-frames) always uses frame threads (slice: 14.1 s vs 12.6 s, 20 min ultrafast)
     thread_type: str = "slice"
     skip_loop_filter: bool = True  # in the coarse pass: deblocking is ~30% of decode and barely changes a 48x27 thumbnail
     refine: bool = True  # decode each cut's gap densely to place it on its exact frame (off: the first decoded frame after it)
@@ -81,9 +82,12 @@ class FrameClock:
         return int(self.origin + index / self.fps / self.time_base)
 
 
-def _thumbnail(scaler: VideoReformatter, frame, decode: DecodeConfig) -> np.ndarray:
+def thumbnailer(decode: DecodeConfig):
+    """frame → ``HxWx3`` uint8 thumbnail by swscale (one per pass: it keeps its scaler's context)."""
     method = "AREA" if decode.interpolation == "auto" else decode.interpolation
-    return scaler.reformat(frame, decode.width, decode.height, decode.pix_fmt, interpolation=method).to_ndarray()
+    scaler = VideoReformatter()
+    return lambda frame: scaler.reformat(frame, decode.width, decode.height, decode.pix_fmt,
+                                         interpolation=method).to_ndarray()
 
 
 # in a BIDIR pass a spread change across a shorter gap (2-4 frames between two P-frames) is not kept as a dissolve:
@@ -147,14 +151,14 @@ def scan(source, decode: DecodeConfig, sparse: SparseConfig, detector: FastCutDe
     distance on them, and return the transitions with every cut placed exactly."""
     distance = FrameDistance()
     frames: list[int] = []
-    scaler = VideoReformatter()
+    thumbnail = thumbnailer(decode)
     with open_video(source, decode.hwaccel) as container:
         stream = container.streams.video[0]
-        stream.thread_type = sparse.thread_type.upper()
         if decode.threads:
             stream.codec_context.thread_count = decode.threads
         clock = FrameClock(stream)
         skipping = coarse_skip(sparse, stream)
+        stream.thread_type = sparse.thread_type.upper() if skipping != "DEFAULT" else "AUTO"
         if skipping != "DEFAULT":
             stream.codec_context.skip_frame = skipping
         placing = detector.config  # frame spans in _place are in the video's frames, whatever the detector sees
@@ -175,7 +179,7 @@ def scan(source, decode: DecodeConfig, sparse: SparseConfig, detector: FastCutDe
                     continue
                 if end is not None and index >= end:
                     break
-                thumb = _thumbnail(scaler, frame, decode)
+                thumb = thumbnail(frame)  # the one place each decoded frame's thumbnail is handled
                 detector.update(thumb)
                 distance.update(thumb)
                 frames.append(index)
@@ -198,7 +202,7 @@ def _place(source, decode: DecodeConfig, sparse: SparseConfig, result: Scan, bou
             if t["kind"] == "cut" and 0 < b < n and frames[b] - frames[b - 1] > 1]
     c = detector_config
     exact = (refine_cuts(source, decode, gaps, result, sparse.cut_concentration, c.cut_threshold, c.gradual_threshold,
-                         c.dark_level, result.skip) if sparse.refine and gaps else {})
+                         c.dark_level, result.skip, thumbnailer(decode)) if sparse.refine and gaps else {})
     for b, t in zip(boundaries, transitions):
         if not 0 < b < n:
             continue
@@ -238,7 +242,7 @@ def merge_gradual(events: list[dict], min_gap: int) -> list[dict]:
 
 def refine_cuts(source, decode: DecodeConfig, gaps: list[tuple[int, int]], result: Scan,
                 concentration: float = 2.0, threshold: float = 0.15, gradual_threshold: float = 0.20,
-                dark_level: float = 0.08, skip: str = "NONREF") -> dict:
+                dark_level: float = 0.08, skip: str = "NONREF", thumbnail=None) -> dict:
     """For each ``(a, b)``: ``("cut", frame)`` with the frame in ``(a, b]`` that holds the change (the
     largest cut distance to the frame before, at least ``threshold`` and ``concentration`` x the next
     largest); when the change is spread over the gap, ``("fade" | "dissolve", None)`` if the colours
@@ -247,7 +251,7 @@ def refine_cuts(source, decode: DecodeConfig, gaps: list[tuple[int, int]], resul
     only: a seek to the keyframe before ``a``, reference frames up to there, every frame inside, at
     full quality (deblocked), as a dense pass would see them."""
     found = {}
-    scaler = VideoReformatter()
+    thumbnail = thumbnail or thumbnailer(decode)
     with open_video(source, decode.hwaccel) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -268,7 +272,7 @@ def refine_cuts(source, decode: DecodeConfig, gaps: list[tuple[int, int]], resul
                         result.decoded += 1
                         index = clock.index(frame.pts)
                         if a <= index <= b:
-                            thumbs[index] = _thumbnail(scaler, frame, decode)
+                            thumbs[index] = thumbnail(frame)
                     if past or len(thumbs) == b - a + 1:
                         break
             except av.error.FFmpegError:
