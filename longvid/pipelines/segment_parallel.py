@@ -25,7 +25,8 @@ def _segment_window(media, window, config: SegmentConfig):
 def segment_parallel(media: bytes, probe: dict, video_id: str, config: SegmentConfig, num_cpus: float = 1.0) -> dict:
     """:func:`annotators.segment.segment_video`'s result, computed by one Ray task per window. The
     calling task's CPU is lent back to Ray while it waits, so the windows can use it too."""
-    windows = plan_windows(probe["num_frames"], probe["fps"], config.windows)
+    cpus = int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1e-9))  # window tasks at once
+    windows = plan_windows(probe["num_frames"], probe["fps"], config.windows, cpus)
     media_ref = ray.put(media)  # one copy in the object store, read by every window task
     task = _segment_window.options(num_cpus=num_cpus)
     try:

@@ -179,3 +179,15 @@ def test_sparse_skip_setting_is_checked(edited_video):
     assert bidir["decoded_frames"] <= nonref["decoded_frames"]
     with pytest.raises(ValueError, match="sparse.skip"):
         segment_video(edited_video.path, probe, "v", SegmentConfig(detector="sparse", sparse=SparseConfig(skip="all")))
+
+
+def test_plan_windows_balances_rounds_over_the_cores():
+    config = WindowConfig(window_seconds=300, overlap_seconds=10)
+    frames = int(21.6 * 60 * 25)  # 5 windows of 300 s: 3 rounds on 2 cores
+    assert len(plan_windows(frames, 25.0, config)) == 5
+    balanced = plan_windows(frames, 25.0, config, cpus=2)
+    assert len(balanced) == 4  # 2 rounds of 2
+    assert balanced[0].core_start == 0 and balanced[-1].core_end == frames
+    assert all(a.core_end == b.core_start for a, b in zip(balanced, balanced[1:]))
+    assert len(plan_windows(frames, 25.0, config, cpus=8)) == 8  # one round
+    assert len(plan_windows(100, 25.0, config, cpus=8)) == 1  # short: one window whatever the cores
