@@ -28,6 +28,10 @@ class WindowConfig:
     # frames decoded beyond each side of a core (at least MIN_OVERLAP_FRAMES), so a shot or a dissolve
     # that crosses an edge sees the same context as in one pass
     overlap_seconds: float = 10.0
+    # logical CPUs each window task asks Ray for. 0.5: a sparse window pass runs on about one core, but the
+    # shard writers' actors keep their reserved CPUs while idle (2 x 0.5 of a 2-CPU local Ray), and with 1.0
+    # the windows of a long video then ran one at a time while a core idled (ingest 0.52x vs decode-only)
+    task_cpus: float = 0.5
 
 
 @dataclass

@@ -42,9 +42,10 @@ class ParallelSegment(Segment):
     """:class:`Segment` that fans a long video out to window tasks (same name and version: the
     output is the same as one pass's)."""
 
-    def __init__(self, config: SegmentConfig | None = None, window_cpus: float = 1.0):
+    def __init__(self, config: SegmentConfig | None = None, window_cpus: float | None = None):
         super().__init__(config)
-        self.window_cpus = window_cpus  # CPUs per window task: one decode fills a core
+        # CPUs per window task (default: segment.windows.task_cpus)
+        self.window_cpus = self.config.windows.task_cpus if window_cpus is None else window_cpus
 
     def windowed(self, probe: dict) -> bool:
         seconds = probe["num_frames"] / max(probe["fps"], 1e-9)
