@@ -107,7 +107,8 @@ def run_ours(path: str, name: str, max_frames: int | None, decode: DecodeConfig)
 def run_sparse(path: str, max_frames: int | None, **settings) -> tuple[list[int], int, float]:
     """The ``sparse`` detector as the segment stage runs it (it decodes for itself); frames = the
     video's frames it covered, with the count it decoded in LAST; ``settings``: SparseConfig fields."""
-    segment = SegmentConfig(detector="sparse", sparse=SparseConfig(**settings))
+    segment = SegmentConfig(detector="sparse", sparse=SparseConfig(**settings),
+                            decode=DecodeConfig(hwaccel=HWACCEL["setting"]))
     started = time.perf_counter()
     result = scan(path, thumbnail_config(segment), segment.sparse, build_detector(segment), end=max_frames)
     elapsed = time.perf_counter() - started
@@ -115,6 +116,7 @@ def run_sparse(path: str, max_frames: int | None, **settings) -> tuple[list[int]
     return [t["frame"] for t in result.transitions], result.end, elapsed
 
 
+HWACCEL = {"setting": "none"}  # decode.hwaccel of every timed method (--hwaccel; cuda needs NVDEC)
 LAST: dict = {"decoded": 0, "cuts": []}  # of the last run: frames decoded, boundaries it called hard cuts
 
 
@@ -124,7 +126,7 @@ def run_decode(path: str, max_frames: int | None) -> tuple[list[int], int, float
         from longvid.annotators.decode import open_video
 
         n = 0
-        with open_video(path) as container:
+        with open_video(path, HWACCEL["setting"]) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for _ in container.decode(stream):
@@ -132,7 +134,7 @@ def run_decode(path: str, max_frames: int | None) -> tuple[list[int], int, float
                 if n >= max_frames:
                     break
     else:
-        n = decode_only(path)
+        n = decode_only(path, hwaccel=HWACCEL["setting"])
     LAST.update(decoded=n, cuts=[])
     return [], n, time.perf_counter() - started
 
@@ -153,8 +155,9 @@ def run_scenedetect(path: str, kind: str, max_frames: int | None) -> tuple[list[
 
 METHODS = {
     "decode-only (PyAV)": lambda p, m: run_decode(p, m),
-    "fast (ours)": lambda p, m: run_ours(p, "fast", m, DecodeConfig()),
-    "fast, skip deblock (ours)": lambda p, m: run_ours(p, "fast", m, DecodeConfig(skip_loop_filter=True)),
+    "fast (ours)": lambda p, m: run_ours(p, "fast", m, DecodeConfig(hwaccel=HWACCEL["setting"])),
+    "fast, skip deblock (ours)": lambda p, m: run_ours(p, "fast", m, DecodeConfig(skip_loop_filter=True,
+                                                                                hwaccel=HWACCEL["setting"])),
     "sparse (ours)": run_sparse,
     "sparse nonref (ours)": lambda p, m: run_sparse(p, m, skip="nonref"),
     "sparse, frame threads (ours)": lambda p, m: run_sparse(p, m, thread_type="auto"),
@@ -274,11 +277,14 @@ def main() -> int:
                         help="instead: speed on one generated video this long (cached under bench/out/segmentation)")
     parser.add_argument("--long-methods", default="fast (ours);sparse (ours)",
                         help="METHODS names (separated by ;) timed against decode-only on the long video")
+    parser.add_argument("--hwaccel", default="none", choices=("none", "auto", "cuda"),
+                        help="decode.hwaccel of decode-only, fast and sparse (cuda: NVDEC; unmeasured without a GPU)")
     parser.add_argument("--long-repeat", type=int, default=1, metavar="K",
                         help="play the long video K times in a row (stream copy; truth repeated)")
     parser.add_argument("--long-preset", default="veryfast", help="libx264 preset of the long video "
                         "(veryfast: B-frames; ultrafast: none)")
     args = parser.parse_args()
+    HWACCEL["setting"] = args.hwaccel
     if args.long:
         if args.cache == os.path.expanduser("~/.cache/longvid-bench"):
             args.cache = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "segmentation")
