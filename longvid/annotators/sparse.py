@@ -1,9 +1,11 @@
 """Sparse shot detection: decode only the frames the signal needs, then put every hard cut on its
 exact frame by decoding densely around it.
 
-On streams with B-frames the coarse pass skips non-reference frames (``skip_frame = NONREF``: nothing
-depends on them, so what is decoded is exact) and skips deblocking; the ``fast`` detector runs on the
-decoded frames in order. A cut it finds lies between two decoded frames; when they are not adjacent,
+On streams with B-frames the coarse pass skips every B-frame (``skip_frame = BIDIR``; x264's P-frames
+never reference one, so what is decoded is exact; ``sparse.skip: nonref`` skips only non-reference
+frames, exact for any stream) and skips deblocking; the ``fast`` detector runs on the decoded frames
+in order, its gradual windows halved when half the frames are gone (the share is read from packet
+order before decoding). A cut it finds lies between two decoded frames; when they are not adjacent,
 a seek to the keyframe before them and a dense decode of that gap alone places the cut (the largest
 consecutive cut distance). Gradual transitions and DPSelect features come from the coarse frames.
 Never decodes a frame twice except inside a refined gap; never holds more than the detector's window.
