@@ -104,7 +104,7 @@ def scan_settings(config: SegmentConfig) -> SparseConfig:
         return config.sparse
     if config.detector not in WINDOWED_DETECTORS:
         raise ValueError(f"detector {config.detector!r} cannot segment in windows; use one of {WINDOWED_DETECTORS}")
-    return SparseConfig(skip_nonref=False, skip_loop_filter=False, refine=False)
+    return SparseConfig(skip="none", skip_loop_filter=False, refine=False)
 
 
 def segment_video_windowed(source, probe: dict, video_id: str, config: SegmentConfig) -> dict:

@@ -25,7 +25,8 @@ def _segment_window(media, window, config: SegmentConfig):
 def segment_parallel(media: bytes, probe: dict, video_id: str, config: SegmentConfig, num_cpus: float = 1.0) -> dict:
     """:func:`annotators.segment.segment_video`'s result, computed by one Ray task per window. The
     calling task's CPU is lent back to Ray while it waits, so the windows can use it too."""
-    windows = plan_windows(probe["num_frames"], probe["fps"], config.windows)
+    cpus = int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1e-9))  # window tasks at once
+    windows = plan_windows(probe["num_frames"], probe["fps"], config.windows, cpus)
     media_ref = ray.put(media)  # one copy in the object store, read by every window task
     task = _segment_window.options(num_cpus=num_cpus)
     try:
@@ -41,9 +42,10 @@ class ParallelSegment(Segment):
     """:class:`Segment` that fans a long video out to window tasks (same name and version: the
     output is the same as one pass's)."""
 
-    def __init__(self, config: SegmentConfig | None = None, window_cpus: float = 1.0):
+    def __init__(self, config: SegmentConfig | None = None, window_cpus: float | None = None):
         super().__init__(config)
-        self.window_cpus = window_cpus  # CPUs per window task: one decode fills a core
+        # CPUs per window task (default: segment.windows.task_cpus)
+        self.window_cpus = self.config.windows.task_cpus if window_cpus is None else window_cpus
 
     def windowed(self, probe: dict) -> bool:
         seconds = probe["num_frames"] / max(probe["fps"], 1e-9)

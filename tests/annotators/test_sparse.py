@@ -137,3 +137,57 @@ def test_segment_cli_reports_decoded_frames(long_video, capsys):
     assert (out["decoded_frames"] < truth.num_frames) == (name == "bframes")
     assert main(["segment", truth.path, "--detector", "sparse"]) == 0
     assert "frames decoded" in capsys.readouterr().out
+
+
+def test_bidir_pass_decodes_i_and_p_frames_exactly(long_video):
+    """Skipping every B-frame leaves x264's I- and P-frames bit-identical to a full decode (its P-frames never
+    reference a B-frame), and the share of frames it keeps is known from packet order before decoding."""
+    import av
+    import numpy as np
+
+    from longvid.annotators.sparse import FrameClock, decoded_share
+
+    name, truth, _ = long_video
+
+    def decode(skip):
+        with av.open(truth.path) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.skip_frame = skip
+            return {f.pts: f.to_ndarray(format="gray") for f in container.decode(stream)}
+
+    full, bidir = decode("DEFAULT"), decode("BIDIR")
+    assert all(np.array_equal(bidir[pts], full[pts]) for pts in bidir)
+    with av.open(truth.path) as container:
+        stream = container.streams.video[0]
+        share = decoded_share(container, stream, FrameClock(stream), 0, 10_000)
+        first = next(container.decode(stream))  # the probe seeks back to the start
+    assert first.pts == min(full)
+    assert share == pytest.approx(len(bidir) / len(full))
+    if name == "bframes":
+        assert len(bidir) < 0.6 * len(full)
+    else:
+        assert len(bidir) == len(full)
+
+
+def test_sparse_skip_setting_is_checked(edited_video):
+    probe = probe_file(edited_video.path)
+    from longvid.annotators.sparse import SparseConfig
+
+    nonref = segment_video(edited_video.path, probe, "v", SegmentConfig(detector="sparse", sparse=SparseConfig(skip="nonref")))
+    bidir = segment_video(edited_video.path, probe, "v", SegmentConfig(detector="sparse"))
+    assert cuts_of(bidir) == cuts_of(nonref)
+    assert bidir["decoded_frames"] <= nonref["decoded_frames"]
+    with pytest.raises(ValueError, match="sparse.skip"):
+        segment_video(edited_video.path, probe, "v", SegmentConfig(detector="sparse", sparse=SparseConfig(skip="all")))
+
+
+def test_plan_windows_balances_rounds_over_the_cores():
+    config = WindowConfig(window_seconds=300, overlap_seconds=10)
+    frames = int(21.6 * 60 * 25)  # 5 windows of 300 s: 3 rounds on 2 cores
+    assert len(plan_windows(frames, 25.0, config)) == 5
+    balanced = plan_windows(frames, 25.0, config, cpus=2)
+    assert len(balanced) == 4  # 2 rounds of 2
+    assert balanced[0].core_start == 0 and balanced[-1].core_end == frames
+    assert all(a.core_end == b.core_start for a, b in zip(balanced, balanced[1:]))
+    assert len(plan_windows(frames, 25.0, config, cpus=8)) == 8  # one round
+    assert len(plan_windows(100, 25.0, config, cpus=8)) == 1  # short: one window whatever the cores
