@@ -22,6 +22,7 @@ from ..shards.catalog import DatasetIndex, open_index
 from ..shards.index import read_videos_index
 from ..shards.layers import layer_dir, layer_parts, read_layer, write_layer_meta, write_layer_part
 from ..shards.ledger import Ledger, new_run_id
+from ..shards.lease import DatasetLease, LeaseConfig
 from ..shards.storage import Storage
 from .annotate_stages import CaptionClips, CaptionVideosInline, PrepareClipFrames, WriteSummaries
 from .executors import RayExecutor
@@ -63,6 +64,7 @@ class AnnotateConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     ray: RayConfig = field(default_factory=RayConfig)  # which Ray to join or start (as for ingest)
     stages: AnnotateStagesConfig = field(default_factory=AnnotateStagesConfig)  # per-stage resources
+    lease: LeaseConfig = field(default_factory=LeaseConfig)  # one writer per dataset (docs/lease.md)
     limit_videos: int = 0  # annotate only the first N videos (trials); 0 = all
 
 
@@ -293,7 +295,18 @@ def layer_counts(storage: Storage, config: AnnotateConfig) -> dict:
 
 
 def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
-    """Annotate ``dataset`` into ``config.layer``/``config.version``; returns the run's summary."""
+    """Annotate ``dataset`` into ``config.layer``/``config.version``; returns the run's summary.
+    Holds the dataset lease (docs/lease.md) from before its first write to its end."""
+    storage = Storage.for_uri(dataset)
+    read_dataset_json(storage)  # refuse what is not a dataset before leaving a lease in it
+    run_id = new_run_id()
+    with DatasetLease(storage, run_id, "annotate", config.lease) as lease:
+        if lease.takeover_note():
+            log(lease.takeover_note())
+        return _annotate(dataset, config, log, run_id)
+
+
+def _annotate(dataset: str, config: AnnotateConfig, log, run_id: str) -> dict:
     import ray
 
     task = task_of(config)
@@ -314,7 +327,6 @@ def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
     base = layer_dir(config.layer, config.version)
     meta = {"producer": producer, "producer_id": recipe["producer_id"], "recipe": recipe}
     write_layer_meta(storage, config.layer, config.version, dict(meta, status="in_progress"))
-    run_id = new_run_id()
     ledger = Ledger(storage, run_id, directory=f"{base}/ledger")
     for name in sorted(set(parts) - set(todo)):  # one row per committed part (not per video: O(parts))
         ledger.add(video_id="", url=None, shard=parts[name], status="ok", action="skipped",

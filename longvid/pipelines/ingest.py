@@ -34,6 +34,7 @@ from ..shards.compact import update_index
 from ..shards.dataset import finalize
 from ..shards.faults import fault_point
 from ..shards.index import repair_index_parts
+from ..shards.lease import DatasetLease, LeaseConfig
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
 from ..shards.repair import drop_duplicate_keys
@@ -122,6 +123,7 @@ class IngestConfig:
     caption: IngestCaptionConfig = field(default_factory=IngestCaptionConfig)
     near_duplicates: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
+    lease: LeaseConfig = field(default_factory=LeaseConfig)  # one writer per dataset (docs/lease.md)
     ledger_flush_s: float = 10.0  # how often the ledger is saved while running (a kill loses at most this)
     progress_s: float = 5.0  # seconds between progress lines
 
@@ -317,8 +319,17 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
     t0 = time.time()
     storage = check_output(out)
     summary = IngestSummary(run_id=new_run_id())
-    ledger = Ledger(storage, summary.run_id)
     sources = load_manifest(manifest)
+    with DatasetLease(storage, summary.run_id, "ingest", config.lease) as lease:  # before any write
+        return _ingest(storage, sources, out, config, summary, lease, t0, log_stream)
+
+
+def _ingest(storage: Storage, sources: Manifest, out: str, config: IngestConfig, summary: IngestSummary,
+            lease: DatasetLease, t0: float, log_stream) -> IngestSummary:
+    ledger = Ledger(storage, summary.run_id)
+    if lease.takeover_note():
+        ledger.add(status=STATUS_OK, action="lease_takeover", stage="lease", reason=lease.takeover_note())
+        print(f"[longvid] {lease.takeover_note()}", file=log_stream, flush=True)
     summary.sources = sources.num_rows
     manifest_keys = [video_id_for(u) for u in sources.table()["url"].to_pylist() if u]
     owners, committed, next_shard, clips = _committed_state(storage, ledger, manifest_keys,
@@ -339,6 +350,7 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
             last_flush = last_progress = time.time()
             for row in executor.run(todo):
                 _record(row, ledger, summary, shards, {})
+                lease.check()  # taken over by another run (ours went stale): stop writing
                 fault_point("driver-after-batch")
                 now = time.time()
                 if now - last_flush > config.ledger_flush_s:
@@ -352,6 +364,7 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
             executor.close()
             summary.shards_written = len(shards)
         _explain_duplicates_of_failures(ledger, summary)
+        lease.check()  # the end-of-run repair rewrites shards: only while the dataset is still ours
         _drop_duplicates(storage, ledger)
         ledger.flush()
         summary.dataset = finalize(storage)
