@@ -1,6 +1,6 @@
 """Two ``longvid ingest`` runs started together on one dataset (real processes, real Ray), locally
 and on a real S3 server (moto): exactly one runs, the other refuses with one line and a non-zero
-code, and every source is in the dataset exactly once. Readers are never blocked by the lease."""
+code, and every source is in the dataset exactly once (a manifest row ``s3:///key.mp4`` is a ledger row). Readers are never blocked by the lease."""
 
 import json
 import os
@@ -14,6 +14,7 @@ import pytest
 
 from longvid.cli import main
 from longvid.shards.index import read_videos_index
+from longvid.shards.ledger import read_ledger
 from longvid.shards.lease import LEASE_PATH, DatasetLease, LeaseConfig, read_holder
 from longvid.shards.schema import video_id_for
 from longvid.shards.storage import Storage
@@ -45,7 +46,7 @@ def _finish(proc, timeout=300):
 def sources(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lease-sources")
     videos = good_videos(str(folder / "src"), 4, seconds=2.0)
-    return videos, write_manifest(str(folder / "m.jsonl"), videos)
+    return videos, write_manifest(str(folder / "m.jsonl"), videos + ["s3:///key.mp4"])  # no bucket: a ledger row
 
 
 def _two_runs_one_dataset(out, sources):
@@ -64,6 +65,8 @@ def _two_runs_one_dataset(out, sources):
     index = read_videos_index(storage)
     assert index.num_rows == len(videos) == len(pc.unique(index["key"]))
     assert sorted(index["key"].to_pylist()) == sorted(video_id_for(v) for v in videos)
+    bad = [r for r in read_ledger(storage).to_pylist() if r["url"] == "s3:///key.mp4"]
+    assert len(bad) == 1 and bad[0]["stage"] == "fetch" and bad[0]["reason"].startswith("bad_uri: ")
     return storage
 
 
