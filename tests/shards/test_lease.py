@@ -216,3 +216,24 @@ def test_retried_create_meets_its_own_write(s3_bucket, s3_server, monkeypatch):
         proxy.close()
     assert boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"]).head_object(
         Bucket=s3_bucket, Key=f"ds/{LEASE_PATH}")
+
+
+HOLDER = """
+import sys, time
+from longvid.shards.lease import DatasetLease, LeaseConfig
+from longvid.shards.storage import Storage
+with DatasetLease(Storage.for_uri(sys.argv[1]), "interrupted-run", "ingest", LeaseConfig(stale_after_s=60)):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_ctrl_c_releases(storage):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, storage.root], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    assert read_holder(storage)[0]["run_id"] == "interrupted-run"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert "KeyboardInterrupt" in err  # interrupted in the sleep, released on the way out
+    assert read_holder(storage) is None
