@@ -73,6 +73,15 @@ def _age_s(holder: dict | None) -> float | None:
     return time.time() - renewed if isinstance(renewed, (int, float)) else None
 
 
+def stale_after_s(holder: dict | None, config: LeaseConfig) -> float:
+    """When ``holder`` counts as dead: after the staleness it promised (its heartbeat is set by it),
+    so a taker with a shorter setting can never take a live lease between two renewals."""
+    promised = holder.get("stale_after_s") if holder else None
+    if isinstance(promised, (int, float)) and not isinstance(promised, bool) and promised > 0:
+        return float(promised)
+    return config.stale_after_s
+
+
 def describe(holder: dict | None) -> str:
     """``run R (ingest, host H, pid P, renewed 12 s ago)``: who holds a lease, for people."""
     if holder is None:
@@ -90,7 +99,8 @@ class DatasetLease:
         self.storage, self.config = storage, config or LeaseConfig()
         now = time.time()
         self.holder = {"run_id": run_id, "command": command, "host": socket.gethostname(), "pid": os.getpid(),
-                       "token": uuid.uuid4().hex, "taken_at": now, "renewed_at": now, "renewals": 0}
+                       "token": uuid.uuid4().hex, "taken_at": now, "renewed_at": now, "renewals": 0,
+                       "stale_after_s": self.config.stale_after_s}  # the holder's promise: takers go by it
         self.version: str | None = None
         self.previous: dict | None = None  # the dead holder this run took over from, if any
         self.lost: str | None = None  # why the lease is no longer ours (set by the heartbeat)
@@ -114,7 +124,7 @@ class DatasetLease:
                 self._adopt()  # our retried create landed the first time
                 break
             age = _age_s(holder)
-            if (age is None or age > self.config.stale_after_s) and self._take_over(holder, version):
+            if (age is None or age > stale_after_s(holder, self.config)) and self._take_over(holder, version):
                 break
             if time.time() >= deadline:
                 raise LeaseHeldError(self._busy_message(holder))
@@ -136,13 +146,13 @@ class DatasetLease:
         if self.previous is None:
             return None
         return (f"lease_takeover: took over the lease of {describe(self.previous)}, not renewed within "
-                f"{self.config.stale_after_s:g} s")
+                f"{stale_after_s(self.previous, self.config):g} s")
 
     def _busy_message(self, holder: dict | None) -> str:
         root = self.storage.root
         return (f"dataset {root} is in use by {describe(holder)}; wait for it to end, or pass --lease.wait-s SECONDS, "
                 f"or if that run is dead remove {self.storage.uri(LEASE_PATH)} (it is taken over by itself after "
-                f"{self.config.stale_after_s:g} s without renewal)")
+                f"{stale_after_s(holder, self.config):g} s without renewal)")
 
     # -- keeping it --------------------------------------------------------------------------
     def _body(self) -> bytes:

@@ -31,7 +31,8 @@ SOURCES = 6
 def _run(manifest, out, env, timeout=300):
     cmd = [sys.executable, "-m", "longvid", "ingest", manifest, "--out", out,
            "--shards.max-videos", "2", "--stages.write.actors", "1", "--ray.num-cpus", "2",
-           "--ray.object-store-mb", "200", "--ray.progress-bars", "false"]
+           "--ray.object-store-mb", "200", "--ray.progress-bars", "false",
+           "--lease.stale-after-s", "10", "--lease.wait-s", "60"]  # a killed driver's lease: taken over after 10 s
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -81,6 +82,9 @@ def test_kill_then_rerun_exactly_once(tmp_path, sources, point):
     rc, _, err = _run(manifest, out, env)
     assert rc == 0, err[-3000:]
     _assert_exactly_once(out, videos)
+    if point == "driver-after-batch":  # the killed driver's lease went stale and was taken over, with a note
+        notes = [r for r in read_ledger(LocalStorage(out)).to_pylist() if r["action"] == "lease_takeover"]
+        assert len(notes) == 1 and "took over the lease of run " in notes[0]["reason"], notes
 
 
 def test_registry_killed_with_a_claim_in_it_keeps_content_once(tmp_path, sources):

@@ -140,6 +140,14 @@ def test_stale_lease_is_taken_over_and_noted(storage):
         DatasetLease(storage, "other", "ingest", LeaseConfig(stale_after_s=60)).acquire()
 
 
+def test_staleness_is_the_holders_promise(storage):
+    """A taker with a shorter stale_after_s cannot take a live lease between two of its renewals."""
+    with DatasetLease(storage, "patient-holder", "ingest", LeaseConfig(stale_after_s=60, heartbeat_s=30)):
+        time.sleep(0.3)
+        with pytest.raises(LeaseHeldError, match="taken over by itself after 60 s"):
+            DatasetLease(storage, "hasty", "ingest", LeaseConfig(stale_after_s=0.1)).acquire()
+
+
 def test_two_takers_of_one_stale_lease_one_wins(storage):
     _dead_holder(storage, age_s=10)
     results, start = [], threading.Barrier(4)
