@@ -303,7 +303,9 @@ def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
     with DatasetLease(storage, run_id, "annotate", config.lease) as lease:
         if lease.takeover_note():
             log(lease.takeover_note())
-        return _annotate(dataset, config, log, run_id)
+        summary = _annotate(dataset, config, log, run_id)
+        lease.check()  # taken over while we ran (ours went stale): say so rather than report success
+        return summary
 
 
 def _annotate(dataset: str, config: AnnotateConfig, log, run_id: str) -> dict:
