@@ -1,6 +1,8 @@
 """A small HTTP proxy on 127.0.0.1 in front of the moto server that, for a bounded number of GET
 responses, sends the headers (with the full Content-Length) and then only part of the body before
-closing the connection: the fault botocore does not retry (``ResponseStreamingError``)."""
+closing the connection: the fault botocore does not retry (``ResponseStreamingError``). It can also
+forward a PUT and then close the connection without answering (``drop_next_puts``): the request
+landed, the client never heard, and its retry meets its own write."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ class FaultProxy:
         self.upstream = urlsplit(upstream)
         self.cuts_left = 0  # GET bodies still to cut short
         self.cut = 0  # bodies cut so far
+        self.puts_to_drop = 0  # PUT responses still to swallow after forwarding the request
         self.lock = threading.Lock()
         proxy = self
 
@@ -33,6 +36,13 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                with proxy.lock:
+                    drop = self.command == "PUT" and proxy.puts_to_drop > 0
+                    proxy.puts_to_drop -= int(drop)
+                if drop:  # the write happened upstream; the client sees a reset connection
+                    conn.close()
+                    self.close_connection = True
+                    return
                 with proxy.lock:
                     cut = self.command == "GET" and len(data) > 1 and proxy.cuts_left > 0
                     if cut:
@@ -63,6 +73,10 @@ class FaultProxy:
     def cut_next(self, n: int) -> None:
         with self.lock:
             self.cuts_left, self.cut = n, 0
+
+    def drop_next_puts(self, n: int) -> None:
+        with self.lock:
+            self.puts_to_drop = n
 
     def close(self) -> None:
         self.server.shutdown()

@@ -22,6 +22,7 @@ from ..shards.dataset import read_dataset_json
 from ..shards.index import read_videos_index
 from ..shards.layers import layer_dir, layer_parts, version_status, write_layer_meta
 from ..shards.ledger import Ledger, new_run_id
+from ..shards.lease import DatasetLease, LeaseConfig
 from ..shards.storage import Storage
 from .annotate_commit import PartTracker, commit_part, result_of, retry_plan
 from .executors import RayExecutor
@@ -56,6 +57,7 @@ class AnnotateSettings:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     ray: RayConfig = field(default_factory=RayConfig)  # which Ray to join or start (as for ingest)
     stages: AnnotateStagesConfig = field(default_factory=AnnotateStagesConfig)  # per-stage resources
+    lease: LeaseConfig = field(default_factory=LeaseConfig)  # one writer per dataset (docs/lease.md)
     limit_videos: int = 0  # annotate only the first N videos (trials); 0 = all
     retry_failed: bool = False  # re-run only the failed items of this finished version, rewriting their parts
 
@@ -290,7 +292,20 @@ def update_dataset_layers(storage: Storage) -> dict:
 
 
 def run_annotate(dataset: str, config, log=print) -> dict:
-    """Annotate ``dataset`` into ``config.layer``/``config.version``; returns the run's summary."""
+    """Annotate ``dataset`` into ``config.layer``/``config.version``; returns the run's summary.
+    Holds the dataset lease (docs/lease.md) from before its first write to its end."""
+    storage = Storage.for_uri(dataset)
+    read_dataset_json(storage)  # refuse what is not a dataset before leaving a lease in it
+    run_id = new_run_id()
+    with DatasetLease(storage, run_id, "annotate", config.lease) as lease:
+        if lease.takeover_note():
+            log(lease.takeover_note())
+        summary = _annotate(dataset, config, log, run_id)
+        lease.check()  # taken over while we ran (ours went stale): say so rather than report success
+        return summary
+
+
+def _annotate(dataset: str, config, log, run_id: str) -> dict:
     import ray
 
     kind = kind_of(config)
@@ -324,7 +339,6 @@ def run_annotate(dataset: str, config, log=print) -> dict:
     meta = {"producer": producer, "producer_id": recipe["producer_id"], "recipe": recipe, "kind": kind.name,
             "planned_parts": len(parts)}
     write_layer_meta(storage, config.layer, config.version, dict(meta, status="in_progress"))
-    run_id = new_run_id()
     ledger = Ledger(storage, run_id, directory=f"{base}/ledger")
     for name in sorted(set(parts) - set(todo)):  # one row per part left as it is (not per video: O(parts))
         ledger.add(video_id="", url=None, shard=parts[name], status="ok", action="skipped",

@@ -12,6 +12,7 @@ import os
 import sys
 
 from ..config import ConfigError, add_dataclass_arguments, build_config
+from ..shards.lease import LeaseHeldError, LeaseLostError
 from .annotate import AnnotateConfig, AnnotateError, kind_of, run_annotate
 
 EPILOG = """examples:
@@ -66,6 +67,9 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, AnnotateError, ValueError) as exc:  # bad settings, not a dataset, unknown prompt
         print(f"longvid annotate: {one_line(exc)}", file=sys.stderr)
         return 2
+    except (LeaseHeldError, LeaseLostError) as exc:  # another writer holds the dataset
+        print(f"longvid annotate: {one_line(exc)}", file=sys.stderr)
+        return 3
     except Exception as exc:  # noqa: BLE001 - a model that will not load, a lost cluster: one line, no traceback
         print(f"longvid annotate: {type(exc).__name__}: {one_line(exc)} (set LONGVID_TRACEBACK=1 for details)",
               file=sys.stderr)

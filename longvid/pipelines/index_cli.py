@@ -9,8 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 
+from ..config import ConfigError, add_dataclass_arguments, build_config
 from ..shards.catalog import CompactConfig
+from ..shards.lease import LeaseConfig
+
+
+@dataclass
+class IndexCommandConfig:
+    lease: LeaseConfig = field(default_factory=LeaseConfig)  # compaction rewrites the index: one writer at a time
 
 
 def register(subparsers) -> None:
@@ -26,12 +34,15 @@ def register(subparsers) -> None:
     parser.add_argument("--all", action="store_true",
                         help="also compact the last, partial batch (default: leave it as parts until it fills)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_dataclass_arguments(parser, IndexCommandConfig)
     parser.set_defaults(func=main_index)
 
 
 def main_index(args: argparse.Namespace) -> int:
     from ..shards.compact import update_index
     from ..shards.dataset import DatasetError, read_dataset_json, write_dataset_json
+    from ..shards.lease import DatasetLease, LeaseHeldError, LeaseLostError
+    from ..shards.ledger import new_run_id
     from ..shards.storage import Storage
 
     if args.shards_per_file < 1 or args.row_group_rows < 1:
@@ -40,11 +51,18 @@ def main_index(args: argparse.Namespace) -> int:
     config = CompactConfig(shards_per_file=args.shards_per_file, row_group_rows=args.row_group_rows,
                            compact_remainder=args.all)
     try:
+        command = build_config(IndexCommandConfig, args)
         storage = Storage.for_uri(args.dataset)
         read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
-        report = update_index(storage, config, repair=True)
-        meta = write_dataset_json(storage)
-    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        with DatasetLease(storage, new_run_id(), "index", command.lease) as lease:
+            if lease.takeover_note():
+                print(lease.takeover_note(), file=sys.stderr)
+            report = update_index(storage, config, repair=True)
+            meta = write_dataset_json(storage)
+    except (LeaseHeldError, LeaseLostError) as exc:
+        print(f"longvid index: {exc}", file=sys.stderr)
+        return 3
+    except (ConfigError, DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"longvid index: {exc}", file=sys.stderr)
         return 2
     out = {"dataset": storage.root, "shards": report.shards, "added": report.added,

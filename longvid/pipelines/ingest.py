@@ -34,9 +34,10 @@ from ..shards.compact import update_index
 from ..shards.dataset import finalize
 from ..shards.faults import fault_point
 from ..shards.index import repair_index_parts
+from ..shards.lease import DatasetLease, LeaseConfig
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
-from ..shards.repair import drop_duplicate_keys
+from ..shards.repair import drop_content_duplicates, drop_duplicate_keys
 from ..shards.storage import Storage
 from ..shards.writer import shard_number
 from .executors import RayExecutor
@@ -120,6 +121,7 @@ class IngestConfig:
     caption: IngestCaptionConfig = field(default_factory=IngestCaptionConfig)
     near_duplicates: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
+    lease: LeaseConfig = field(default_factory=LeaseConfig)  # one writer per dataset (docs/lease.md)
     ledger_flush_s: float = 10.0  # how often the ledger is saved while running (a kill loses at most this)
     progress_s: float = 5.0  # seconds between progress lines
 
@@ -214,11 +216,14 @@ def _shard_numbers(storage: Storage) -> list[int]:
     return numbers
 
 
-def _drop_duplicates(storage: Storage, ledger: Ledger) -> None:
+def _drop_duplicates(storage: Storage, ledger: Ledger, summary: IngestSummary | None = None) -> None:
     """A key in two shards (a killed writer's retried batch grouped otherwise): keep the lowest.
-    Reads the index's ``key``/``shard`` columns only; a changed shard's index is brought up to date."""
+    Then two keys with the same bytes (a restarted content registry forgot a claim): keep the
+    earliest, and this run's row of the other becomes a duplicate. Reads the index's ``key``,
+    ``shard`` and ``sha256`` columns only; a changed shard's index is brought up to date."""
+    columns = ["key", "shard", "sha256"]
     update_index(storage)
-    videos = open_index(storage).videos_dataset().to_table(columns=["key", "shard"])
+    videos = open_index(storage).videos_dataset().to_table(columns=columns)
     notes = drop_duplicate_keys(storage, videos)
     for note in notes:
         log.warning("shard %s: %s", note["shard"], note["reason"])
@@ -227,6 +232,31 @@ def _drop_duplicates(storage: Storage, ledger: Ledger) -> None:
                        shard=note["shard"])
     if notes:
         update_index(storage, repair=True)  # rewritten parts re-read, quarantined shards dropped
+        videos = open_index(storage).videos_dataset().to_table(columns=columns)
+    notes, duplicate_of = drop_content_duplicates(storage, videos)
+    for note in notes:
+        log.warning("shard %s: %s", note["shard"], note["reason"])
+    if notes:
+        _mark_content_duplicates(ledger, duplicate_of, summary)
+        update_index(storage, repair=True)
+
+
+def _mark_content_duplicates(ledger: Ledger, duplicate_of: dict[str, str], summary: IngestSummary | None) -> None:
+    """This run's ``written`` row of a dropped copy becomes a ``duplicate`` row (else one is added)."""
+    marked = set()
+    for row in ledger.rows:
+        first = duplicate_of.get(row.get("video_id") or "")
+        if first is not None and row["action"] == "written":
+            row.update(action="duplicate", stage="dedup", duplicate_of=first, shard=None,
+                       reason=f"same content as {first} (sha256; found by the end-of-run repair)")
+            marked.add(row["video_id"])
+            if summary is not None:
+                summary.written -= 1
+                summary.duplicates += 1
+                summary.video_seconds -= row.get("duration") or 0.0
+    for key in sorted(set(duplicate_of) - marked):  # written by an earlier run
+        ledger.add(video_id=key, status=STATUS_OK, action="duplicate", stage="repair", duplicate_of=duplicate_of[key],
+                   reason=f"same content as {duplicate_of[key]} (sha256): removed from its shard")
 
 
 def _committed_state(storage: Storage, ledger: Ledger, manifest_keys: list[str], hashes: bool = False):
@@ -309,8 +339,17 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
     t0 = time.time()
     storage = check_output(out)
     summary = IngestSummary(run_id=new_run_id())
-    ledger = Ledger(storage, summary.run_id)
     sources = load_manifest(manifest)
+    with DatasetLease(storage, summary.run_id, "ingest", config.lease) as lease:  # before any write
+        return _ingest(storage, sources, out, config, summary, lease, t0, log_stream)
+
+
+def _ingest(storage: Storage, sources: Manifest, out: str, config: IngestConfig, summary: IngestSummary,
+            lease: DatasetLease, t0: float, log_stream) -> IngestSummary:
+    ledger = Ledger(storage, summary.run_id)
+    if lease.takeover_note():
+        ledger.add(status=STATUS_OK, action="lease_takeover", stage="lease", reason=lease.takeover_note())
+        print(f"[longvid] {lease.takeover_note()}", file=log_stream, flush=True)
     summary.sources = sources.num_rows
     manifest_keys = [video_id_for(u) for u in sources.table()["url"].to_pylist() if u]
     owners, committed, next_shard, clips = _committed_state(storage, ledger, manifest_keys,
@@ -331,6 +370,7 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
             last_flush = last_progress = time.time()
             for row in executor.run(todo):
                 _record(row, ledger, summary, shards, {})
+                lease.check()  # taken over by another run (ours went stale): stop writing
                 fault_point("driver-after-batch")
                 now = time.time()
                 if now - last_flush > config.ledger_flush_s:
@@ -344,7 +384,8 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
             executor.close()
             summary.shards_written = len(shards)
         _explain_duplicates_of_failures(ledger, summary)
-        _drop_duplicates(storage, ledger)
+        lease.check()  # the end-of-run repair rewrites shards: only while the dataset is still ours
+        _drop_duplicates(storage, ledger, summary)
         ledger.flush()
         summary.dataset = finalize(storage)
         summary.clips = _clips_written(storage, ledger)

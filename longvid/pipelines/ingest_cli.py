@@ -8,6 +8,7 @@ import os
 import sys
 
 from ..config import ConfigError, add_dataclass_arguments, build_config
+from ..shards.lease import LeaseHeldError, LeaseLostError
 from .ingest import IngestConfig, IngestError, check_output, run_ingest
 from .manifest import ManifestError
 from .placement import ResourceError
@@ -56,6 +57,9 @@ def cmd_ingest(args) -> int:
     except (ManifestError, IngestError, ResourceError) as exc:
         print(f"longvid ingest: {exc}", file=sys.stderr)
         return 2
+    except (LeaseHeldError, LeaseLostError) as exc:  # another writer: a different code, so scripts can wait
+        print(f"longvid ingest: {exc}", file=sys.stderr)
+        return 3
     print(summary.format())
     if args.summary_json:
         with open(args.summary_json, "w") as f:

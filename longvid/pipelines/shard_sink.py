@@ -33,7 +33,10 @@ class IngestState:
 
     def claim(self, sha256: str, key: str) -> str:
         fault_point("registry-claim")
-        return self.owners.setdefault(sha256, key)
+        owner = self.owners.setdefault(sha256, key)
+        if owner != key:  # the worst instant: the first claim lives only in this process
+            fault_point("registry-duplicate-claim")
+        return owner
 
     def uncommitted(self, keys: list[str]) -> list[str]:
         return [k for k in keys if k not in self.committed]

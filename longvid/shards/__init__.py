@@ -14,6 +14,7 @@ from .index import (
     write_index_part,
 )
 from .layers import LAYER_SCHEMA, layer_dir, read_layer, read_layer_meta, write_layer_meta, write_layer_part
+from .lease import DatasetLease, LeaseConfig, LeaseHeldError, LeaseLostError
 from .ledger import Ledger, new_run_id, read_ledger
 from .reader import iter_shard, iter_tar_samples, read_member, read_record
 from .sampling import (
@@ -31,7 +32,8 @@ from .writer import ShardWriter, encode_json, shard_name
 
 __all__ = [
     "BUCKET_LABELS", "CompactConfig", "DatasetIndex", "SHARD_TABLE", "LAYER_SCHEMA", "layer_dir", "read_layer", "read_layer_meta",
-    "write_layer_meta", "write_layer_part", "DATASET_JSON", "DatasetError", "Ledger", "LocalStorage",
+    "write_layer_meta", "write_layer_part", "DATASET_JSON", "DatasetError", "DatasetLease", "LeaseConfig",
+    "LeaseHeldError", "LeaseLostError", "Ledger", "LocalStorage",
     "S3Storage", "SCHEMA_VERSION", "ShardWriter", "Storage", "TOKENS_PER_FRAME", "TRAINING_STAGES",
     "clip_id_for", "open_index", "update_index", "duration_bucket", "encode_json", "finalize",
     "frame_indices", "frame_plan", "iter_shard", "iter_tar_samples", "list_layers", "new_run_id",

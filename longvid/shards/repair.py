@@ -3,8 +3,11 @@
 A writer killed between publishing a shard and recording it can leave a key in two shards when
 its retried batch was grouped differently. :func:`drop_duplicate_keys` keeps the lowest shard
 holding a key and removes the key from the others (the shard is rewritten without it, or moved
-to ``quarantine/`` when nothing else is left in it). Works from the index parts' ``key`` and
-``shard`` columns with Arrow group-bys; only the duplicated rows become Python objects.
+to ``quarantine/`` when nothing else is left in it). A content registry that lost its claims (its
+actor was killed and restarted) can let two keys with the same bytes both be written:
+:func:`drop_content_duplicates` keeps the earliest (lowest shard, then key) and drops the others the
+same way. Both work from the index's ``key``/``shard``/``sha256`` columns with Arrow group-bys;
+only the duplicated rows become Python objects.
 """
 
 from __future__ import annotations
@@ -107,20 +110,60 @@ def drop_duplicate_keys(storage: Storage, videos: pa.Table) -> list[dict]:
     for key, shards in duplicate_keys(videos).items():
         for shard in shards[1:]:
             losers.setdefault(shard, set()).add(key)
+    return _drop_from_shards(storage, losers, "duplicate_keys", "duplicate key(s)")
+
+
+def content_duplicates(videos: pa.Table) -> dict[str, str]:
+    """key → the key it duplicates, for every video whose sha256 an earlier video (lowest shard,
+    then key) also has. ``videos`` needs ``key``, ``shard`` and ``sha256``; one row per key."""
+    rows = videos.select(["key", "shard", "sha256"]).filter(pc.is_valid(videos["sha256"]))
+    counts = rows.group_by("sha256").aggregate([("key", "count_distinct")])
+    shared = counts.filter(pc.greater(counts["key_count_distinct"], 1))["sha256"]
+    if len(shared) == 0:
+        return {}
+    groups: dict[str, list[tuple]] = {}
+    for row in rows.filter(pc.is_in(rows["sha256"], value_set=shared)).to_pylist():  # bounded: duplicates only
+        groups.setdefault(row["sha256"], []).append((_shard_order(row["shard"]), row["key"], row["shard"]))
+    out: dict[str, str] = {}
+    for members in groups.values():
+        members.sort()
+        first = members[0][1]
+        out.update({key: first for _, key, _ in members[1:] if key != first})
+    return out
+
+
+def drop_content_duplicates(storage: Storage, videos: pa.Table) -> tuple[list[dict], dict[str, str]]:
+    """Remove every video whose content an earlier one holds: (one note per shard changed,
+    dropped key → the key it duplicates)."""
+    duplicate_of = content_duplicates(videos)
+    if not duplicate_of:
+        return [], {}
+    dropped = pa.array(sorted(duplicate_of), pa.string())
+    pairs = videos.select(["key", "shard"]).filter(pc.is_in(videos["key"], value_set=dropped)).to_pylist()
+    losers: dict[str, set[str]] = {}
+    for row in pairs:
+        losers.setdefault(row["shard"], set()).add(row["key"])
+    return _drop_from_shards(storage, losers, "duplicate_content", "video(s) whose content an earlier one holds"), \
+        duplicate_of
+
+
+def _drop_from_shards(storage: Storage, losers: dict[str, set[str]], reason: str, what: str) -> list[dict]:
+    """Rewrite each shard without its losers (or quarantine it when none of it is left)."""
     notes = []
     for shard, drop in sorted(losers.items()):
         remaining = _rewrite_without(storage, shard, drop)
         if remaining:
             rebuild_index_part(storage, shard)
-            action = f"rewritten without {len(drop)} duplicate key(s)"
+            action = f"rewritten without {len(drop)} {what}"
         else:
             moved = quarantine(storage, shard)
             for part in part_paths(shard):
                 storage.delete(part)
-            action = f"held only duplicate keys: moved to {moved}"
+            action = f"held only {what}: moved to {moved}"
         _drop_layer_rows(storage, shard, drop)
-        notes.append({"shard": shard, "keys": sorted(drop), "reason": f"duplicate_keys: {action}"})
+        notes.append({"shard": shard, "keys": sorted(drop), "reason": f"{reason}: {action}"})
     return notes
 
 
-__all__ = ["QUARANTINE_DIR", "drop_duplicate_keys", "duplicate_keys", "quarantine", "PARTS_DIR"]
+__all__ = ["QUARANTINE_DIR", "content_duplicates", "drop_content_duplicates", "drop_duplicate_keys", "duplicate_keys",
+           "quarantine", "PARTS_DIR"]

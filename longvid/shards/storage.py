@@ -2,15 +2,20 @@
 
 Every write is atomic: a local file is written under a temporary name and renamed, an S3 object
 appears when its (multipart) upload completes. Paths are relative to the dataset root and are
-checked so that nothing escapes it. Credentials come from boto3's standard chain only.
+checked so that nothing escapes it. Credentials come from boto3's standard chain only. Small
+objects can also be written conditionally (create-only, compare-and-swap on a version): the
+dataset lease is built on those.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
@@ -85,6 +90,26 @@ class Storage:
     def size(self, path: str) -> int:
         raise NotImplementedError
 
+    # -- conditional writes of small objects (the dataset lease) -----------------------------
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        """Create ``path`` with ``data`` only if nothing is there; False when something is.
+
+        A retried request whose first try landed also answers False: a caller that must know
+        compares the object's content with what it wrote."""
+        raise NotImplementedError
+
+    def read_versioned(self, path: str) -> tuple[bytes, str] | None:
+        """(bytes, version) of ``path``, or None when absent; the version changes with every write."""
+        raise NotImplementedError
+
+    def replace_if_version(self, path: str, data: bytes, version: str) -> bool:
+        """Overwrite ``path`` only if it still has ``version``; False when it changed or is gone."""
+        raise NotImplementedError
+
+    def delete_if_version(self, path: str, version: str) -> bool:
+        """Delete ``path`` only if it still has ``version``; False when it changed (gone: True)."""
+        raise NotImplementedError
+
 
 class LocalStorage(Storage):
     def __init__(self, root: str):
@@ -144,6 +169,62 @@ class LocalStorage(Storage):
 
     def size(self, path: str) -> int:
         return self._path(path).stat().st_size
+
+    # Conditional writes: creation is O_CREAT|O_EXCL; every read-compare-write of one path runs
+    # under an flock on a hidden sidecar (.NAME.lock), which the kernel releases when its holder
+    # dies, so a kill -9 never leaves it held. The version is the content's sha256.
+    @contextmanager
+    def _locked(self, path: str):
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target.with_name(f".{target.name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield target
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        with self._locked(path) as target:
+            try:
+                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+
+    def read_versioned(self, path: str) -> tuple[bytes, str] | None:
+        with self._locked(path) as target:
+            try:
+                data = target.read_bytes()
+            except FileNotFoundError:
+                return None
+            return data, hashlib.sha256(data).hexdigest()
+
+    def replace_if_version(self, path: str, data: bytes, version: str) -> bool:
+        with self._locked(path) as target:
+            try:
+                current = target.read_bytes()
+            except FileNotFoundError:
+                return False
+            if hashlib.sha256(current).hexdigest() != version:
+                return False
+            self.write_bytes(path, data)  # temporary name + rename: never seen half-written
+            return True
+
+    def delete_if_version(self, path: str, version: str) -> bool:
+        with self._locked(path) as target:
+            try:
+                current = target.read_bytes()
+            except FileNotFoundError:
+                return True
+            if hashlib.sha256(current).hexdigest() != version:
+                return False
+            target.unlink()
+            return True
 
 
 class S3Storage(Storage):
@@ -215,6 +296,71 @@ class S3Storage(Storage):
 
     def size(self, path: str) -> int:
         return self.client.head_object(Bucket=self.bucket, Key=self._key(path))["ContentLength"]
+
+    # Conditional writes: S3's own preconditions (If-None-Match: * creates only, If-Match: ETAG
+    # swaps or deletes only that version; both answer 412 PreconditionFailed otherwise), each
+    # request retried on transient errors. The version is the ETag.
+    def _conditional(self, call, what: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        from .retry import with_retries
+
+        def attempt() -> bool:
+            try:
+                call()
+                return True
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                    return False
+                raise
+
+        return with_retries(attempt, what)
+
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        key = self._key(path)
+        return self._conditional(
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*"),
+            f"create-only put of s3://{self.bucket}/{key}")
+
+    def read_versioned(self, path: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        from .retry import with_retries
+
+        key = self._key(path)
+
+        def read():
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+            return response["Body"].read(), response["ETag"]
+
+        return with_retries(read, f"s3://{self.bucket}/{key}")
+
+    def replace_if_version(self, path: str, data: bytes, version: str) -> bool:
+        key = self._key(path)
+        return self._conditional(
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfMatch=version),
+            f"conditional put of s3://{self.bucket}/{key}")
+
+    def delete_if_version(self, path: str, version: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        key = self._key(path)
+
+        def delete():
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=version)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code", "") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+
+        return self._conditional(delete, f"conditional delete of s3://{self.bucket}/{key}")
 
 
 def local_scratch_dir() -> str:

@@ -171,7 +171,7 @@ def run_cli_and_kill(dataset: dict, after_parts: int, timeout: float = 240.0) ->
             "--captioner.on-overlong", "keep", "--captioner.longest-edge", "64", "--captioner.max-frames", "4",
             "--captioner.model.batch-size", "8", "--pipeline.prepare-stage", "false",  # num-gpus: auto (none here)
             "--pipeline.batch-size", "4", "--pipeline.videos-per-part", "1", "--ray.address", "local",
-            "--ray.progress-bars", "false"]
+            "--ray.progress-bars", "false", "--lease.stale-after-s", "5"]  # its lease is stale 5 s after the kill
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     child = subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
@@ -198,6 +198,7 @@ def caption_v2(dataset, caption_v1):
     status_at_kill = layer_stats(dataset["storage"], "caption", "v2")["status"]
     config = caption_config(dataset["models"], "transformers", "v2", prepare_stage=False, videos_per_part=1)
     config.captioner.model.batch_size = 8
+    config.lease.wait_s = 60  # the killed run's lease: taken over once stale
     summary = run_annotate(dataset["root"], config, log=lambda *_: None)
     return {"committed_at_kill": committed, "summary": summary, "status_at_kill": status_at_kill,
             "status": summary["status"]}

@@ -4,11 +4,13 @@ source exactly once in the shards, the index and ``dataset.json``.
 The kills are real: ``LONGVID_FAULT`` makes the named process SIGKILL itself at one instant
 (once, guarded by a marker file): the shard writer right after publishing a shard and before its
 index part, the writer right after its index part, the content-registry actor inside a call, a
-Ray worker running a stage task, and the driver after it received a writer's first rows.
+Ray worker running a stage task, and the driver after it received a writer's first rows; and the
+registry at a duplicate claim, which loses the first claim (the end-of-run repair keeps the content once).
 """
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import pytest
 import webdataset as wds
 
 from longvid.shards.index import read_videos_index
+from longvid.shards.ledger import read_ledger
 from longvid.shards.storage import LocalStorage
 from tests.pipelines.helpers import good_videos, write_manifest
 
@@ -28,7 +31,8 @@ SOURCES = 6
 def _run(manifest, out, env, timeout=300):
     cmd = [sys.executable, "-m", "longvid", "ingest", manifest, "--out", out,
            "--shards.max-videos", "2", "--stages.write.actors", "1", "--ray.num-cpus", "2",
-           "--ray.object-store-mb", "200", "--ray.progress-bars", "false"]
+           "--ray.object-store-mb", "200", "--ray.progress-bars", "false",
+           "--lease.stale-after-s", "10", "--lease.wait-s", "60"]  # a killed driver's lease: taken over after 10 s
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -78,3 +82,35 @@ def test_kill_then_rerun_exactly_once(tmp_path, sources, point):
     rc, _, err = _run(manifest, out, env)
     assert rc == 0, err[-3000:]
     _assert_exactly_once(out, videos)
+    if point == "driver-after-batch":  # the killed driver's lease went stale and was taken over, with a note
+        notes = [r for r in read_ledger(LocalStorage(out)).to_pylist() if r["action"] == "lease_takeover"]
+        assert len(notes) == 1 and "took over the lease of run " in notes[0]["reason"], notes
+
+
+def test_registry_killed_with_a_claim_in_it_keeps_content_once(tmp_path, sources):
+    """Two URLs with the same bytes; the registry dies at the second one's claim, so the restarted
+    registry has forgotten the first: both get written, and the end-of-run repair keeps one."""
+    videos, _ = sources
+    copy = str(tmp_path / "copy-of-good-000.mp4")
+    shutil.copyfile(videos[0], copy)
+    manifest = write_manifest(str(tmp_path / "m.jsonl"), videos + [copy])
+    out = str(tmp_path / "ds")
+    marker = str(tmp_path / "fired")
+    env = dict(os.environ, PYTHONPATH=ROOT, LONGVID_FAULT=f"registry-duplicate-claim:{marker}")
+    rc, _, err = _run(manifest, out, env)
+    assert os.path.exists(marker), f"the registry was never killed at a duplicate claim: {err[-2000:]}"
+    assert rc == 0, err[-3000:]
+    index = read_videos_index(LocalStorage(out))
+    assert index.num_rows == len(videos) == len(pc.unique(index["sha256"])) == len(pc.unique(index["key"]))
+    kept = index.filter(pc.equal(index["sha256"], index["sha256"][0]))  # any row: each content once
+    assert kept.num_rows == 1
+    meta = json.load(open(os.path.join(out, "dataset.json")))
+    assert meta["counts"]["videos"] == len(videos)
+    ledger = read_ledger(LocalStorage(out)).to_pylist()
+    dup = [r for r in ledger if r["action"] == "duplicate"]
+    assert len(dup) == 1 and dup[0]["url"] in (videos[0], copy) and dup[0]["duplicate_of"]
+    assert dup[0]["duplicate_of"] in index["key"].to_pylist() and dup[0]["video_id"] not in index["key"].to_pylist()
+    shard_dir = os.path.join(out, "videos")
+    samples = list(wds.WebDataset(sorted(os.path.join(shard_dir, f) for f in os.listdir(shard_dir)),
+                                  shardshuffle=False))
+    assert len(samples) == len(videos)

@@ -19,7 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _cmd(manifest, out):
     return [sys.executable, "-m", "longvid", "ingest", manifest, "--out", out,
             "--shards.max-videos", "1", "--stages.write.actors", "1", "--ray.num-cpus", "2",
-            "--ray.object-store-mb", "200", "--ray.progress-bars", "false"]
+            "--ray.object-store-mb", "200", "--ray.progress-bars", "false",
+            "--lease.stale-after-s", "5", "--lease.wait-s", "60"]  # the rerun takes the killed run's lease once stale
 
 
 def test_kill_and_resume(tmp_path):
