@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -82,6 +83,24 @@ def stale_after_s(holder: dict | None, config: LeaseConfig) -> float:
     return config.stale_after_s
 
 
+def gone_here(holder: dict | None) -> bool:
+    """Whether ``holder`` ran on this host and its process no longer exists: a run killed here (kill -9,
+    OOM) is taken over at once instead of after ``stale_after_s``. A pid reused by another process
+    only delays the takeover until the lease is stale; hosts are told apart by hostname."""
+    pid = holder.get("pid") if holder else None
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or holder.get("host") != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
+
+
 def describe(holder: dict | None) -> str:
     """``run R (ingest, host H, pid P, renewed 12 s ago)``: who holds a lease, for people."""
     if holder is None:
@@ -103,11 +122,13 @@ class DatasetLease:
                        "stale_after_s": self.config.stale_after_s}  # the holder's promise: takers go by it
         self.version: str | None = None
         self.previous: dict | None = None  # the dead holder this run took over from, if any
+        self.previous_gone = False  # whether it was taken over because its process had died on this host
         self.lost: str | None = None  # why the lease is no longer ours (set by the heartbeat)
         self._last_renewed = now
         self._lock = threading.Lock()  # one renew or release at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._previous_sigterm = None  # the SIGTERM handler to put back when the lease is released
 
     # -- taking it -------------------------------------------------------------------------
     def acquire(self) -> "DatasetLease":
@@ -124,7 +145,8 @@ class DatasetLease:
                 self._adopt()  # our retried create landed the first time
                 break
             age = _age_s(holder)
-            if (age is None or age > stale_after_s(holder, self.config)) and self._take_over(holder, version):
+            dead = age is None or age > stale_after_s(holder, self.config) or gone_here(holder)
+            if dead and self._take_over(holder, version):
                 break
             if time.time() >= deadline:
                 raise LeaseHeldError(self._busy_message(holder))
@@ -139,14 +161,16 @@ class DatasetLease:
         if not self._adopt():  # another taker won (or ours landed on a retry: then adopted)
             return False
         self.previous = holder or {"run_id": "unknown"}
+        self.previous_gone = gone_here(holder)
         log.warning("dataset %s: %s", self.storage.root, self.takeover_note())
         return True
 
     def takeover_note(self) -> str | None:
         if self.previous is None:
             return None
-        return (f"lease_takeover: took over the lease of {describe(self.previous)}, not renewed within "
-                f"{stale_after_s(self.previous, self.config):g} s")
+        why = ("its process is gone from this host" if self.previous_gone else
+               f"not renewed within {stale_after_s(self.previous, self.config):g} s")
+        return f"lease_takeover: took over the lease of {describe(self.previous)}, {why}"
 
     def _busy_message(self, holder: dict | None) -> str:
         root = self.storage.root
@@ -215,10 +239,36 @@ class DatasetLease:
                             self.storage.root, type(exc).__name__, exc, self.config.stale_after_s)
 
     def __enter__(self) -> "DatasetLease":
-        return self.acquire()
+        self._previous_sigterm = _exit_on_sigterm()
+        try:
+            return self.acquire()
+        except BaseException:
+            _restore_sigterm(self._previous_sigterm)
+            raise
 
     def __exit__(self, *exc_info) -> None:
-        self.release()
+        try:
+            self.release()
+        finally:
+            _restore_sigterm(self._previous_sigterm)
+
+
+def _exit_on_sigterm():
+    """SIGTERM (``ray job stop``, a pod stopped) raises SystemExit in the main thread, so ``finally``
+    blocks run and the lease is released instead of going stale; only where nobody set a handler."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return None
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    return signal.SIG_DFL
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
 
 
 __all__ = ["LEASE_PATH", "DatasetLease", "LeaseConfig", "LeaseHeldError", "LeaseLostError", "describe", "read_holder"]

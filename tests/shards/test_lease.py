@@ -190,19 +190,26 @@ def test_lost_lease_is_reported(storage):
     assert read_holder(storage)[0]["run_id"] == "usurper"  # release never deletes another run's lease
 
 
-def test_killed_holder_is_taken_over_once_stale(storage, tmp_path):
+def test_killed_holder_on_this_host_is_taken_over_at_once(storage, tmp_path):
     go = str(tmp_path / "go")
     open(go, "w").close()
-    holder = _racer(storage.root, go, hold_s=600, stale_after_s=1.0)
+    holder = _racer(storage.root, go, hold_s=600, stale_after_s=600.0)
     assert holder.stdout.readline().strip() == "won"
     pid = holder.pid
+    with pytest.raises(LeaseHeldError, match=f"pid {pid}"):  # alive and fresh: refused, naming it
+        DatasetLease(storage, "right-away", "ingest", LeaseConfig(stale_after_s=600.0)).acquire()
     os.kill(pid, signal.SIGKILL)
     holder.wait(10)
-    with pytest.raises(LeaseHeldError, match=f"pid {pid}"):  # not stale yet: refused, naming the dead pid
-        DatasetLease(storage, "right-away", "ingest", LeaseConfig(stale_after_s=1.0)).acquire()
-    lease = DatasetLease(storage, "patient", "ingest", LeaseConfig(stale_after_s=1.0, wait_s=10))
+    lease = DatasetLease(storage, "next", "ingest", LeaseConfig(stale_after_s=600.0))  # far from stale
     with lease:
-        assert lease.previous["run_id"] == f"proc-{pid}" and f"pid {pid}" in lease.takeover_note()
+        assert lease.previous["run_id"] == f"proc-{pid}"
+        assert f"pid {pid}" in lease.takeover_note() and "process is gone" in lease.takeover_note()
+
+
+def test_dead_pid_elsewhere_waits_for_staleness(storage):
+    _dead_holder(storage, age_s=0, run_id="remote")  # host "elsewhere", pid 1: not ours to judge
+    with pytest.raises(LeaseHeldError, match="run remote"):
+        DatasetLease(storage, "here", "ingest", LeaseConfig(stale_after_s=60)).acquire()
 
 
 def test_retried_create_meets_its_own_write(s3_bucket, s3_server, monkeypatch):
@@ -244,4 +251,18 @@ def test_ctrl_c_releases(storage):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert "KeyboardInterrupt" in err  # interrupted in the sleep, released on the way out
+    assert read_holder(storage) is None
+
+
+def test_sigterm_releases(storage):
+    """``ray job stop`` sends SIGTERM: the holder exits through its finally blocks and the lease is gone."""
+    script = ("import sys, time\nfrom longvid.shards.lease import DatasetLease\nfrom longvid.shards.storage import Storage\n"
+              "with DatasetLease(Storage.for_uri(sys.argv[1]), 'termed', 'ingest'):\n"
+              "    print('won', flush=True)\n    time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, storage.root], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "won"
+    assert read_holder(storage)[0]["run_id"] == "termed"
+    holder.send_signal(signal.SIGTERM)
+    assert holder.wait(20) == 128 + signal.SIGTERM
     assert read_holder(storage) is None
