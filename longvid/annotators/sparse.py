@@ -12,6 +12,7 @@ Never decodes a frame twice except inside a refined gap; never holds more than t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import av
 import numpy as np
@@ -50,6 +51,7 @@ class Scan:
     error: str | None = None  # a decode error that ended the pass early
     end: int = 0  # first frame number after what was covered (the last decoded frame + 1)
     sparse: bool = False  # whether non-reference frames were skipped
+    signals: dict = field(default_factory=dict)  # per-frame arrays aligned with ``frames`` (coarse_signals: motion, pHashes)
 
 
 class FrameClock:
@@ -79,9 +81,10 @@ def _seek(container, stream, clock: FrameClock, index: int) -> None:
 
 
 def scan(source, decode: DecodeConfig, sparse: SparseConfig, detector: FastCutDetector,
-         start: int = 0, end: int | None = None) -> Scan:
+         start: int = 0, end: int | None = None, trackers: Sequence = ()) -> Scan:
     """Decode frames ``[start, end)`` (all, or reference frames only), run ``detector`` and DPSelect's
-    distance on them, and return the transitions with every cut placed exactly."""
+    distance on them, and return the transitions with every cut placed exactly. ``trackers`` (objects
+    with ``update(thumb)``) see every thumbnail the detector sees, in order (``coarse_signals``)."""
     distance = FrameDistance()
     frames: list[int] = []
     scaler = VideoReformatter()
@@ -110,6 +113,8 @@ def scan(source, decode: DecodeConfig, sparse: SparseConfig, detector: FastCutDe
                 thumb = _thumbnail(scaler, frame, decode)
                 detector.update(thumb)
                 distance.update(thumb)
+                for tracker in trackers:
+                    tracker.update(thumb)
                 frames.append(index)
         except av.error.FFmpegError as exc:
             result.error = str(exc)
