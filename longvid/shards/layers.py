@@ -3,6 +3,11 @@
 A layer version holds Parquet parts (one per writer flush, named by the caller so reruns are
 idempotent) of rows keyed by video key and, for clip-level values, clip id; ``layer.json``
 records who produced it. Many versions of one layer coexist; readers pick one.
+
+Beside each part, ``failures/<part>.parquet`` lists the items of that part that failed or were
+rejected (key, clip id, stage, reason, whether a retry may fill it): the source of a version's
+status, of ``stats``' failures by reason, and of ``annotate --retry-failed``. It is written after
+its part, so a part without one reads as having no failures.
 """
 
 from __future__ import annotations
@@ -33,6 +38,17 @@ LAYER_SCHEMA = pa.schema(
 )
 
 
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),  # video key
+        ("clip_id", pa.string()),  # the failed clip; null when the whole video failed or for a video-level item
+        ("stage", pa.string()),  # read | decode | caption | speech | a QA family | summary ...
+        ("reason", pa.string()),
+        ("retry", pa.bool_()),  # an item that produced nothing (a retry may fill it), not a QA item the checks refuted
+    ]
+)
+
+
 def check_name(kind: str, name: str) -> str:
     if not _NAME_RE.match(name or ""):
         raise ValueError(f"invalid {kind} name {name!r}: use letters, digits, '_', '-', '.' (max 64)")
@@ -43,14 +59,62 @@ def layer_dir(layer: str, version: str) -> str:
     return f"{ANNOTATIONS_DIR}/{check_name('layer', layer)}/{check_name('version', version)}"
 
 
-def write_layer_part(storage: Storage, layer: str, version: str, part: str, rows: list[dict]) -> str:
-    """Write one part atomically; ``part`` is a deterministic name (e.g. the video shard's)."""
+def write_layer_part(storage: Storage, layer: str, version: str, part: str, rows: list[dict],
+                     schema: pa.Schema = LAYER_SCHEMA) -> str:
+    """Write one part atomically (a new file, then a rename: a reader or a kill sees the old
+    part or the new one, never half); ``part`` is a deterministic name (e.g. the video shard's)."""
     check_name("part", part)
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=LAYER_SCHEMA), buf)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
     path = f"{layer_dir(layer, version)}/{part}.parquet"
     storage.write_bytes(path, buf.getvalue())
     return path
+
+
+def write_failures_part(storage: Storage, layer: str, version: str, part: str, rows: list[dict]) -> str:
+    """The failures of one part, written after the part itself (atomically, like it)."""
+    check_name("part", part)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), buf)
+    path = f"{layer_dir(layer, version)}/failures/{part}.parquet"
+    storage.write_bytes(path, buf.getvalue())
+    return path
+
+
+def failure_parts(storage: Storage, layer: str, version: str) -> list[str]:
+    base = f"{layer_dir(layer, version)}/failures"
+    return [p for p in storage.list(base) if p.endswith(".parquet")]
+
+
+def read_failures(storage: Storage, layer: str, version: str, part: str | None = None) -> pa.Table:
+    """The failure rows of a version (or of one part); empty for versions written before they existed.
+    Bounded by the failures, not the layer: a caller may ``to_pylist`` a filtered slice."""
+    paths = failure_parts(storage, layer, version)
+    if part is not None:
+        paths = [p for p in paths if p.rsplit("/", 1)[-1] == f"{part}.parquet"]
+    tables = [pq.read_table(io.BytesIO(storage.read_bytes(p))).cast(FAILURE_SCHEMA) for p in paths]
+    return pa.concat_tables(tables) if tables else FAILURE_SCHEMA.empty_table()
+
+
+def part_path(layer: str, version: str, part: str) -> str:
+    return f"{layer_dir(layer, version)}/{check_name('part', part)}.parquet"
+
+
+def read_layer_part(storage: Storage, layer: str, version: str, part: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(storage.read_bytes(part_path(layer, version, part))))
+
+
+def read_layer_rows(storage: Storage, layer: str, version: str, keys: list[str]) -> pa.Table:
+    """The rows of ``keys`` only, part by part (Parquet filter): what one run's videos need."""
+    import pyarrow.compute as pc
+
+    parts = layer_parts(storage, layer, version)
+    if not parts:
+        raise FileNotFoundError(f"no annotation layer {layer}/{version} in {storage.root}")
+    wanted = pa.array(sorted(set(keys)), pa.string())
+    tables = [t.filter(pc.is_in(t["key"], wanted)) for t in
+              (pq.read_table(io.BytesIO(storage.read_bytes(p))).cast(LAYER_SCHEMA) for p in parts)]
+    return pa.concat_tables(tables)
 
 
 def layer_parts(storage: Storage, layer: str, version: str) -> list[str]:
@@ -74,3 +138,46 @@ def write_layer_meta(storage: Storage, layer: str, version: str, meta: dict) -> 
 
 def read_layer_meta(storage: Storage, layer: str, version: str) -> dict:
     return json.loads(storage.read_bytes(f"{layer_dir(layer, version)}/layer.json"))
+
+
+def _part_columns(storage: Storage, path: str, columns: list[str]) -> pa.Table:
+    return pq.read_table(io.BytesIO(storage.read_bytes(path)), columns=columns)
+
+
+def status_text(failed: int, total: int, partial: bool) -> str:
+    """``partial`` (parts missing), ``complete``, or ``complete with N failures (x %)``."""
+    if partial:
+        return "partial"
+    if failed == 0:
+        return "complete"
+    return f"complete with {failed} failures ({100.0 * failed / max(total, 1):.1f} %)"
+
+
+def version_status(storage: Storage, layer: str, version: str, planned_parts: int | None = None,
+                   item_level: str | None = None) -> dict:
+    """What a version holds and how honestly complete it is, with Arrow over its parts.
+
+    Items are clips for a clip-level layer and videos for a video-level one (``item_level``; else
+    guessed from the rows). ``partial``: fewer parts than planned.
+    """
+    import pyarrow.compute as pc
+
+    clip_rows = rows = videos = 0
+    parts = layer_parts(storage, layer, version)
+    for path in parts:
+        table = _part_columns(storage, path, ["key", "clip_id"])
+        rows += table.num_rows
+        clip_rows += table.num_rows - table["clip_id"].null_count
+        videos += pc.count_distinct(table["key"]).as_py()  # a video lies in one part
+    failures = read_failures(storage, layer, version)
+    retry = failures.filter(pc.field("retry"))
+    clip_level = item_level == "clip" if item_level else (clip_rows > 0 or retry["clip_id"].null_count < retry.num_rows)
+    if clip_level:
+        ok, failed = clip_rows, retry.num_rows
+    else:
+        ok, failed = videos, pc.count_distinct(retry["key"]).as_py() if retry.num_rows else 0
+    partial = planned_parts is not None and len(parts) < planned_parts
+    return {"status": status_text(failed, ok + failed, partial), "unit": "clips" if clip_level else "videos",
+            "ok_items": ok, "failed_items": failed, "rejected_items": failures.num_rows - retry.num_rows,
+            "rows": rows, "clip_rows": clip_rows, "videos": videos, "parts": len(parts),
+            "planned_parts": planned_parts}

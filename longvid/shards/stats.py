@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from .catalog import DatasetIndex, arrow_filesystem, open_index
 from .dataset import bucket_totals, list_layers, read_dataset_json, summary_counts
-from .layers import layer_dir, layer_parts, read_layer_meta
+from .layers import layer_dir, layer_parts, read_failures, read_layer_meta, version_status
 from .sampling import BUCKET_LABELS
 from .score_stats import score_histograms, score_svg
 from .storage import Storage, is_s3, split_s3
@@ -47,28 +47,81 @@ def duration_histogram(index: DatasetIndex, unit: str = "clips", bins: int = 64,
     return counts, edges
 
 
-def layer_stats(storage: Storage, layer: str, version: str) -> dict:
-    """Row counts of one layer version and what its ``layer.json`` says produced it."""
-    rows = video_rows = videos = 0
+def failure_class(reasons: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    """The stable part of each reason (``engine error: ...`` → ``engine error``; numbers → N), so
+    alike failures group: Arrow string kernels over the column, no Python per row."""
+    head = pc.replace_substring_regex(reasons, r"^(clip [0-9a-f_]+: )?([^:]{1,48}): .*$", r"\2")
+    return pc.utf8_slice_codeunits(pc.replace_substring_regex(head, r"[0-9]+(\.[0-9]+)?", "N"), 0, 100)
+
+
+def failure_reasons(failures: pa.Table, top: int = 8) -> list[dict]:
+    """Failures grouped by stage and reason class, the most frequent first (``top`` groups)."""
+    if failures.num_rows == 0:
+        return []
+    folded = pa.table({"stage": failures["stage"], "reason": failure_class(failures["reason"]),
+                       "retry": failures["retry"]})
+    counted = folded.group_by(["stage", "reason"]).aggregate([("stage", "count"), ("retry", "all")])
+    counted = counted.sort_by([("stage_count", "descending"), ("stage", "ascending"), ("reason", "ascending")])
+    return [{"stage": r["stage"], "reason": r["reason"], "count": r["stage_count"], "retryable": r["retry_all"]}
+            for r in counted.slice(0, top).to_pylist()]  # bounded: top groups
+
+
+PRODUCER_KINDS = {"captioner": "caption", "writer": "writer", "speech": "speech"}
+
+
+def _words_of(kind_name: str | None):
+    """The layer kind's word count (``pipelines.kinds``), else the default one."""
+    from ..pipelines.kinds import KINDS, load_kinds, value_words
+
+    load_kinds()
+    return KINDS[kind_name]().words if kind_name in KINDS else value_words
+
+
+def layer_stats(storage: Storage, layer: str, version: str, totals: dict | None = None) -> dict:
+    """Rows, words, coverage (share of the dataset's clips and videos with a row) and failures by
+    reason of one layer version, and its status and producer; Arrow over one part at a time."""
+    rows = video_rows = videos = clips_covered = words = 0
     parts = layer_parts(storage, layer, version)
     fs, base = arrow_filesystem(storage)
-    for part in parts:  # two columns' chunks only (the values are most of a layer's bytes)
-        table = pq.read_table(f"{base}/{part}", filesystem=fs, columns=["key", "clip_id"])
+    has_meta = storage.exists(f"{layer_dir(layer, version)}/layer.json")
+    meta = read_layer_meta(storage, layer, version) if has_meta else {}
+    producer = meta.get("producer") if isinstance(meta.get("producer"), dict) else {}
+    kind = meta.get("kind") or PRODUCER_KINDS.get(producer.get("kind", ""))  # versions from before the registry
+    count_words = _words_of(kind)
+    for part in parts:  # the columns needed only, one part at a time
+        table = pq.read_table(f"{base}/{part}", filesystem=fs, columns=["key", "clip_id", "value", "value_type"])
         rows += table.num_rows
         video_rows += table["clip_id"].null_count
         videos += pc.count_distinct(table["key"]).as_py()  # a video's rows live in one part
-    has_meta = storage.exists(f"{layer_dir(layer, version)}/layer.json")
-    meta = read_layer_meta(storage, layer, version) if has_meta else {}
+        clips_covered += pc.count_distinct(table["clip_id"]).as_py()  # nulls are not counted
+        words += count_words(table)
+    status = version_status(storage, layer, version, meta.get("planned_parts"),
+                            "clip" if kind == "caption" else ("video" if kind else None)) if parts else {}
+    shown = meta.get("status")
+    if shown == "in_progress" or (parts and status.get("status") == "partial") or (has_meta and not parts):
+        shown = "partial"  # a run in progress or stopped: rerun it to finish
+    elif status:
+        shown = status["status"]  # from the parts as they are now (a retry may have filled failures)
+    totals = totals or {}
+    clip_level = rows - video_rows > 0
     return {
         "layer": layer,
         "version": version,
+        "kind": kind,
         "rows": rows,
         "clip_rows": rows - video_rows,
         "video_rows": video_rows,
         "videos": videos,
         "parts": len(parts),
+        "words": words,
+        "clip_share": clips_covered / totals["clips"] if clip_level and totals.get("clips") else None,
+        "video_share": videos / totals["videos"] if totals.get("videos") else None,
+        "failed_items": status.get("failed_items", 0),
+        "rejected_items": status.get("rejected_items", 0),
+        "failure_unit": status.get("unit"),
+        "failures": failure_reasons(read_failures(storage, layer, version)),
         "producer": meta.get("producer"),
-        "status": meta.get("status"),
+        "status": shown,
     }
 
 
@@ -86,8 +139,9 @@ def dataset_stats(storage: Storage) -> dict:
         "counts": {key: summary["counts"][key] for key in ("videos", "clips", "shards")},
         "visual_tokens_stage3": summary["visual_tokens_stage3"],
         "buckets": _bucket_rows(shards),
-        "layers": [layer_stats(storage, name, version)
-                   for name, versions in list_layers(storage).items() for version in versions],
+        "layers": (layers := [layer_stats(storage, name, version, summary["counts"])
+                              for name, versions in list_layers(storage).items() for version in versions]),
+        "layer_words": sum(x["words"] for x in layers),
         "scores": score_histograms(storage),  # curation score distributions, to choose read-time thresholds
     }
 
@@ -119,6 +173,10 @@ def producer_text(producer) -> str:
     return str(producer)
 
 
+def share_text(share) -> str:
+    return "-" if share is None else f"{100.0 * share:.1f} %"
+
+
 def format_stats(stats: dict) -> str:
     c = stats["counts"]
     lines = [
@@ -136,12 +194,17 @@ def format_stats(stats: dict) -> str:
     if not stats["layers"]:
         lines.append("  annotation layers: none")
     else:
-        lines.append("  annotation layers:")
+        lines.append(f"  annotation layers ({stats.get('layer_words', 0)} words in all):")
         for layer in stats["layers"]:
             lines.append(f"    {layer['layer']}/{layer['version']}: {layer['rows']} rows "
                          f"({layer['clip_rows']} clip, {layer['video_rows']} video) over {layer['videos']} videos, "
                          f"producer {producer_text(layer['producer'])}"
                          + (f", {layer['status']}" if layer["status"] else ""))
+            lines.append(f"      {layer.get('words', 0)} words; covers {share_text(layer.get('clip_share'))} of clips, "
+                         f"{share_text(layer.get('video_share'))} of videos; {layer.get('failed_items', 0)} failed "
+                         f"{layer.get('failure_unit') or 'items'}, {layer.get('rejected_items', 0)} rejected")
+            for f in layer.get("failures", []):
+                lines.append(f"      {f['count']:>6} x {f['stage']}: {f['reason']}")
     return "\n".join(lines)
 
 
@@ -201,10 +264,18 @@ def render_html(stats: dict) -> str:
     buckets = _table(["bucket", "videos", "video hours", "clips", "clip hours"],
                      [[b["bucket"], b["videos"], f"{b['video_hours']:.3f}", b["clips"], f"{b['clip_hours']:.3f}"]
                       for b in stats["buckets"]])
-    layers = _table(["layer", "version", "rows", "clip rows", "video rows", "videos", "producer", "status"],
+    layers = _table(["layer", "version", "rows", "clip rows", "video rows", "videos", "words", "clips covered",
+                     "videos covered", "failed", "rejected", "producer", "status"],
                     [[x["layer"], x["version"], x["rows"], x["clip_rows"], x["video_rows"], x["videos"],
-                      producer_text(x["producer"]), x["status"] or "-"] for x in stats["layers"]]) \
-        if stats["layers"] else "<p>none</p>"
+                      x.get("words", 0), share_text(x.get("clip_share")), share_text(x.get("video_share")),
+                      x.get("failed_items", 0), x.get("rejected_items", 0), producer_text(x["producer"]),
+                      x["status"] or "-"] for x in stats["layers"]]) if stats["layers"] else "<p>none</p>"
+    if stats["layers"]:
+        layers += f"<p>{stats.get('layer_words', 0)} words in all layers</p>"
+    failures = [[x["layer"] + "/" + x["version"], f["stage"], f["reason"], f["count"]]
+                for x in stats["layers"] for f in x.get("failures", [])]
+    if failures:
+        layers += "<h3>Failures by reason</h3>" + _table(["layer", "stage", "reason", "count"], failures)
     title = html.escape(f"LongVid dataset {stats['name']}")
     style = ("body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}")

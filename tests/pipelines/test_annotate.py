@@ -1,7 +1,10 @@
 """``longvid annotate`` end to end on a real local Ray: an ingested dataset (plus one video whose
 bytes rotted after ingestion), a caption layer v1 from vLLM (CPU build) fed by the preparation
-stage, a v2 from transformers decoding inline that is killed with SIGKILL and resumed, and a
-summary/QA layer written by vLLM from v1. The video shards must stay byte-identical throughout.
+stage, a v2 from transformers decoding inline (default ``num_gpus`` auto on this GPU-less
+machine) that is killed with SIGKILL and resumed, a v3 run while one shard file is away (a
+storage outage, simulated by renaming the file) then filled by ``--retry-failed``, a run with
+vLLM made unimportable, and a summary/QA layer written by vLLM from v1. The video shards must
+stay byte-identical throughout.
 
 Models are tiny and random: assertions are about structure, counts, keys, versions and the
 ledger, never words."""
@@ -27,7 +30,8 @@ from longvid.pipelines.annotate import AnnotateConfig, AnnotateError, PipelineCo
 from longvid.pipelines.ingest import IngestConfig, RayConfig, ShardConfig, run_ingest
 from longvid.shards.dataset import finalize, read_dataset_json
 from longvid.shards.index import committed_shards, read_clips_index, read_videos_index, write_index_part
-from longvid.shards.layers import layer_parts, read_layer, read_layer_meta
+from longvid.shards.layers import layer_parts, read_failures, read_layer, read_layer_meta, status_text
+from longvid.shards.stats import dataset_stats, format_stats, layer_stats, render_html
 from longvid.shards.ledger import read_ledger
 from longvid.shards.reader import read_record
 from longvid.shards.schema import clip_id_for, video_id_for
@@ -108,13 +112,29 @@ def test_v1_captions_every_clip_and_records_the_producer(dataset, caption_v1):
     assert sorted(table["clip_id"].to_pylist()) == dataset["good_clips"]  # one caption per clip, no duplicate
     assert all(v and t == "text" for v, t in zip(table["value"].to_pylist(), table["value_type"].to_pylist()))
     meta = read_layer_meta(storage, "caption", "v1")
-    assert meta["status"] == "complete" and meta["counts"]["rows"] == len(dataset["good_clips"])
+    assert meta["status"] == rotten_status(dataset) and meta["counts"]["rows"] == len(dataset["good_clips"])
     assert set(table["producer"].to_pylist()) == {meta["producer_id"]} == {caption_v1["producer_id"]}
     producer = meta["producer"]
     assert producer["engine"]["name"] == "vllm" and producer["model"] == dataset["models"]["vlm"]
     assert producer["prompt"]["name"] == "caption_clip.v1" and len(producer["prompt"]["sha256"]) == 64
     assert read_dataset_json(storage)["layers"]["caption"] == ["v1"]
     assert caption_v1["parts"] == 3 and caption_v1["parts_skipped"] == 0  # 2 + 1 good videos, 1 rotten
+
+
+def rotten_status(dataset: dict) -> str:
+    """The honest status of a caption version where only the rotten video's clips failed."""
+    failed, total = len(dataset["rotten_clips"]), len(dataset["rotten_clips"]) + len(dataset["good_clips"])
+    assert status_text(failed, total, False) == f"complete with {failed} failures ({100 * failed / total:.1f} %)"
+    return status_text(failed, total, False)
+
+
+def test_status_is_partial_complete_or_complete_with_failures(dataset, caption_v1, caption_v2):
+    storage = dataset["storage"]
+    assert caption_v1["status"] == rotten_status(dataset) == layer_stats(storage, "caption", "v1")["status"]
+    assert caption_v2["status_at_kill"] == "partial"  # killed mid-run: parts missing
+    assert layer_stats(storage, "caption", "v2")["status"] == rotten_status(dataset)  # resumed to the end
+    assert read_dataset_json(storage)["layer_status"]["caption/v1"] == rotten_status(dataset)
+    assert status_text(0, 10, False) == "complete" and status_text(0, 10, True) == "partial"
 
 
 def test_a_video_that_cannot_be_decoded_is_in_the_ledger_and_the_rest_go_on(dataset, caption_v1):
@@ -149,7 +169,7 @@ def run_cli_and_kill(dataset: dict, after_parts: int, timeout: float = 240.0) ->
     args = [sys.executable, "-m", "longvid", "annotate", dataset["root"], "--layer", "caption", "--version", "v2",
             "--captioner", models["vlm"], "--backend", "transformers", "--captioner.sampling.max-new-tokens", "8",
             "--captioner.on-overlong", "keep", "--captioner.longest-edge", "64", "--captioner.max-frames", "4",
-            "--captioner.model.batch-size", "8", "--pipeline.prepare-stage", "false", "--pipeline.num-gpus", "0",
+            "--captioner.model.batch-size", "8", "--pipeline.prepare-stage", "false",  # num-gpus: auto (none here)
             "--pipeline.batch-size", "4", "--pipeline.videos-per-part", "1", "--ray.address", "local",
             "--ray.progress-bars", "false"]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -175,10 +195,12 @@ def run_cli_and_kill(dataset: dict, after_parts: int, timeout: float = 240.0) ->
 def caption_v2(dataset, caption_v1):
     """transformers, decoding inline, one video per part: killed after its first part, then resumed."""
     committed = run_cli_and_kill(dataset, after_parts=1)
+    status_at_kill = layer_stats(dataset["storage"], "caption", "v2")["status"]
     config = caption_config(dataset["models"], "transformers", "v2", prepare_stage=False, videos_per_part=1)
     config.captioner.model.batch_size = 8
     summary = run_annotate(dataset["root"], config, log=lambda *_: None)
-    return {"committed_at_kill": committed, "summary": summary}
+    return {"committed_at_kill": committed, "summary": summary, "status_at_kill": status_at_kill,
+            "status": summary["status"]}
 
 
 def test_killed_run_resumes_without_losing_or_repeating_work(dataset, caption_v2):
@@ -199,8 +221,8 @@ def test_two_versions_coexist_and_video_shards_are_untouched(dataset, caption_v1
     assert sorted(v1["clip_id"].to_pylist()) == sorted(v2["clip_id"].to_pylist())
     m1, m2 = read_layer_meta(storage, "caption", "v1"), read_layer_meta(storage, "caption", "v2")
     assert (m1["producer"]["engine"]["name"], m2["producer"]["engine"]["name"]) == ("vllm", "transformers")
-    assert m1["producer_id"] != m2["producer_id"] and m2["status"] == "complete"
-    assert read_dataset_json(storage)["layers"]["caption"] == ["v1", "v2"]
+    assert m1["producer_id"] != m2["producer_id"] and m2["status"] == rotten_status(dataset)
+    assert read_dataset_json(storage)["layers"]["caption"][:2] == ["v1", "v2"]
     assert fingerprint(dataset["root"]) == dataset["before"]  # shards, index, ingest ledger: byte-identical
 
 
@@ -231,5 +253,119 @@ def test_writer_layer_has_a_summary_per_video_and_only_checked_qa(dataset, qa_v1
     assert [r for r in ledger if r["video_id"] == dataset["rotten"]][0]["reason"] == "no captioned clips"
     assert all(r["reason"] for r in ledger if r["status"] == "failed")
     assert read_layer_meta(storage, "qa", "v1")["recipe"]["source_layer"] == "caption/v1"
-    assert read_dataset_json(storage)["layers"] == {"caption": ["v1", "v2"], "qa": ["v1"]}
+    assert read_dataset_json(storage)["layers"]["qa"] == ["v1"]
     assert fingerprint(dataset["root"]) == dataset["before"]
+
+
+# -- --retry-failed --------------------------------------------------------------------------------
+def lone_good_shard(dataset: dict) -> str:
+    """The shard holding exactly one video, a good one (so its part is that video alone)."""
+    videos = read_videos_index(dataset["storage"]).select(["key", "shard"]).to_pylist()
+    by_shard: dict[str, list[str]] = {}
+    for v in videos:
+        by_shard.setdefault(v["shard"], []).append(v["key"])
+    return next(s for s, keys in sorted(by_shard.items()) if len(keys) == 1 and keys[0] != dataset["rotten"])
+
+
+def part_files(root: str, layer: str, version: str) -> dict[str, tuple[bytes, int]]:
+    folder = os.path.join(root, "annotations", layer, version)
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".parquet"):
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[name] = (f.read(), os.stat(path).st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def caption_v3(dataset, caption_v1):
+    """A run while one shard file is away (renamed: reads of it fail, deterministically), then
+    the file back and ``--retry-failed``."""
+    root, shard = dataset["root"], lone_good_shard(dataset)
+    config = caption_config(dataset["models"], "transformers", "v3")
+    os.rename(os.path.join(root, shard), os.path.join(root, shard + ".away"))
+    try:
+        first = run_annotate(root, config, log=lambda *_: None)
+    finally:
+        os.rename(os.path.join(root, shard + ".away"), os.path.join(root, shard))
+    before = part_files(root, "caption", "v3")
+    failures_before = read_failures(dataset["storage"], "caption", "v3")
+    failing_parts = {name for name in before if read_failures(dataset["storage"], "caption", "v3",
+                                                               name[: -len(".parquet")]).num_rows}
+    retry = run_annotate(root, replace(config, retry_failed=True), log=lambda *_: None)
+    return {"first": first, "retry": retry, "shard": shard, "before": before, "failures_before": failures_before,
+            "failing_parts": failing_parts, "after": part_files(root, "caption", "v3")}
+
+
+def test_retry_failed_fills_the_failed_items_and_leaves_the_other_parts_alone(dataset, caption_v3):
+    storage, first, retry = dataset["storage"], caption_v3["first"], caption_v3["retry"]
+    assert first["failed_videos"] == 2 and first["status"].startswith("complete with")  # the shard away + rotten
+    away_part = caption_v3["shard"].rsplit("/", 1)[-1][: -len(".tar")] + "-0000.parquet"
+    reasons = caption_v3["failures_before"].to_pylist()
+    assert any(r["stage"] == "read" and r["retry"] and r["clip_id"] is None for r in reasons)
+    table = read_layer(storage, "caption", "v3")
+    assert sorted(table["clip_id"].to_pylist()) == dataset["good_clips"]  # filled, nothing twice
+    assert retry["retried_parts"] == 2 and retry["status"] == rotten_status(dataset)  # the rotten clips fail again
+    before, after = caption_v3["before"], caption_v3["after"]
+    clean = [name for name in before if name not in caption_v3["failing_parts"]]
+    assert away_part in caption_v3["failing_parts"] and len(caption_v3["failing_parts"]) == 2  # + the rotten one
+    assert clean and all(after[name] == before[name] for name in clean)  # same bytes, same mtime: not rewritten
+    assert after[away_part][0] != before[away_part][0]  # rewritten with the captions
+    left = read_failures(storage, "caption", "v3")
+    assert set(left["key"].to_pylist()) == {dataset["rotten"]} and left.num_rows == len(dataset["rotten_clips"])
+    ledger = read_ledger(storage, "annotations/caption/v3/ledger").to_pylist()
+    skipped = [r for r in ledger if r["run_id"] == retry["run_id"] and r["action"] == "skipped"]
+    assert len(skipped) == len(clean) and all("no failed items" in r["reason"] for r in skipped)
+
+
+def test_retry_failed_needs_a_finished_version(dataset, caption_v1):
+    config = replace(caption_config(dataset["models"], "transformers", "never-run"), retry_failed=True)
+    with pytest.raises(AnnotateError, match="no run to retry"):
+        run_annotate(dataset["root"], config, log=lambda *_: None)
+
+
+# -- stats -----------------------------------------------------------------------------------------
+def test_stats_count_words_coverage_and_failures_by_reason(dataset, caption_v1, qa_v1):
+    stats = dataset_stats(dataset["storage"])
+    layers = {f"{x['layer']}/{x['version']}": x for x in stats["layers"]}
+    v1, qa = layers["caption/v1"], layers["qa/v1"]
+    values = read_layer(dataset["storage"], "caption", "v1")["value"].to_pylist()  # bounded: a tiny layer
+    assert v1["words"] == sum(len(v.split()) for v in values) > 0
+    all_clips = len(dataset["good_clips"]) + len(dataset["rotten_clips"])
+    assert v1["clip_share"] == pytest.approx(len(dataset["good_clips"]) / all_clips)
+    assert v1["video_share"] == pytest.approx(3 / 4) and qa["clip_share"] is None
+    assert v1["failures"] == [{"stage": "decode", "reason": v1["failures"][0]["reason"],
+                               "count": len(dataset["rotten_clips"]), "retryable": True}]
+    assert "video ended before caption frame N" in v1["failures"][0]["reason"]  # numbers folded: one class
+    assert qa["words"] > 0 and stats["layer_words"] == sum(x["words"] for x in stats["layers"])
+    text = format_stats(stats)
+    assert f"({stats['layer_words']} words in all)" in text and "x decode: video ended" in text
+    page = render_html(stats)
+    assert "Failures by reason" in page and "clips covered" in page and rotten_status(dataset) in page
+
+
+# -- no vLLM: auto picks transformers; vllm asked for is one line ----------------------------------
+def run_without_vllm(tmp_path, dataset: dict, *extra: str) -> subprocess.CompletedProcess:
+    """``longvid annotate`` in a child process where ``import vllm`` fails: a sitecustomize on
+    PYTHONPATH sets ``sys.modules['vllm'] = None`` (so ``find_spec`` and ``import`` see no vllm)."""
+    site = tmp_path / "no-vllm"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules['vllm'] = None\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), REPO, os.environ.get("PYTHONPATH", "")]))
+    args = [sys.executable, "-m", "longvid", "annotate", dataset["root"], "--layer", "caption",
+            "--captioner", dataset["models"]["vlm"], "--captioner.sampling.max-new-tokens", "8",
+            "--captioner.on-overlong", "keep", "--captioner.longest-edge", "64", "--captioner.max-frames", "4",
+            "--limit-videos", "1", "--ray.address", "local", "--ray.progress-bars", "false", *extra]
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_without_vllm_auto_picks_transformers_and_vllm_is_one_line(tmp_path, dataset, caption_v1):
+    done = run_without_vllm(tmp_path, dataset, "--version", "no-vllm")  # defaults: backend auto, num_gpus auto
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "using the transformers backend" in done.stdout and "has no GPU" in done.stdout
+    meta = read_layer_meta(dataset["storage"], "caption", "no-vllm")
+    assert meta["producer"]["engine"]["name"] == "transformers" and meta["status"] == "complete"
+    refused = run_without_vllm(tmp_path, dataset, "--version", "no-vllm-2", "--backend", "vllm")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0 and "--backend vllm: vllm is not installed" in refused.stderr
