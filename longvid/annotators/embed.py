@@ -27,6 +27,7 @@ class EncoderConfig:
     dtype: str = "auto"  # model weights: auto = float16 on a GPU, float32 on CPU (CPU float16 matmuls are slow)
     store_dtype: str = "float16"  # layer values: float16 halves the layer (cosine error ~1e-3, far below any eps)
     hwaccel: str = "none"  # frame decode (decode.hwaccel): none, or nvdec where present
+    dim: int = 0  # length of the image features; 0: read from the model's config (encoder_dim)
 
 
 def resolve_device(device: str) -> str:
@@ -96,15 +97,16 @@ class ImageEncoder:
         self.model = AutoModel.from_pretrained(self.config.model, dtype=getattr(torch, dtype)).to(self.device).eval()
         self.dtype = getattr(torch, dtype)
 
-    def embed_images(self, images: np.ndarray) -> np.ndarray:
-        """``[n, H, W, 3]`` uint8 → ``[n, dim]`` float32 (not normalised), ``batch_size`` at a time."""
+    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+        """``[H, W, 3]`` uint8 pictures (any sizes) → ``[n, dim]`` float32 (not normalised),
+        ``batch_size`` at a time; the processor resizes each to the model's input."""
         import torch
 
-        images = np.asarray(images, np.uint8)  # the processors take uint8 RGB (floats are read as 0..1)
-        out = []
+        # the processors take uint8 RGB (floats are read as 0..1)
+        images = [np.asarray(image, np.uint8) for image in images]
+        out: list[np.ndarray] = []
         for i in range(0, len(images), self.config.batch_size):
-            chunk = list(images[i : i + self.config.batch_size])
-            pixels = self.processor(images=chunk, return_tensors="pt")["pixel_values"]
+            pixels = self.processor(images=images[i : i + self.config.batch_size], return_tensors="pt")["pixel_values"]
             with torch.inference_mode():
                 vectors = _features(self.model, pixels.to(self.device, self.dtype))
             out.append(vectors.float().cpu().numpy())
@@ -113,16 +115,22 @@ class ImageEncoder:
         return vectors
 
     def embed_clips(self, clips: list[np.ndarray]) -> np.ndarray:
-        """Each clip's frames → one L2-normalised vector (mean of its normalised frame vectors)."""
+        """Each clip's frames (``[T, H, W, 3]``; sizes may differ between clips) → one
+        L2-normalised vector (mean of its normalised frame vectors)."""
         if not clips:
             return np.zeros((0, self.dim), np.float32)
-        frames = np.concatenate([np.asarray(c) for c in clips])
-        return pool_clips(self.embed_images(frames), [len(c) for c in clips])
+        frames = [frame for clip in clips for frame in clip]
+        vectors = pool_clips(self.embed_images(frames), [len(c) for c in clips])
+        if self.config.dim and vectors.shape[1] != self.config.dim:
+            raise ValueError(f"the encoder gave {vectors.shape[1]} values per image, the layer declares "
+                             f"{self.config.dim}: set --encoder.dim {vectors.shape[1]}")
+        return vectors
 
     def producer(self) -> dict:
         """``layer.json``'s producer: the encoder and every setting that changes the vectors."""
         c = self.config
         settings = {"frames_per_clip": c.frames_per_clip, "longest_edge": c.longest_edge, "store_dtype": c.store_dtype,
+                    "dim": c.dim,
                     "pooling": "mean of L2-normalised frame vectors, L2-normalised"}
         return {"encoder": c.model, "version": self.version, "settings": settings}
 
@@ -131,3 +139,19 @@ def producer_id(producer: dict) -> str:
     return hashlib.sha1(json.dumps(producer, sort_keys=True).encode()).hexdigest()[:12]
 
 
+
+
+def encoder_dim(model: str) -> int:
+    """The length of the encoder's image features, from its ``config.json`` (no weights loaded):
+    ``projection_dim`` (CLIP family), else the vision tower's ``hidden_size`` (SigLIP, whose image
+    features are the pooled vision output), else the model's own ``hidden_size`` (ViT, DINOv2)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    for source in (config, getattr(config, "vision_config", None)):
+        if source is not None and getattr(source, "projection_dim", None):
+            return int(source.projection_dim)
+    vision = getattr(config, "vision_config", None) or config
+    if getattr(vision, "hidden_size", None):
+        return int(vision.hidden_size)
+    raise ValueError(f"cannot tell the embedding size of {model} from its config; set --encoder.dim")
