@@ -24,19 +24,9 @@ import pyarrow.parquet as pq
 
 from ..shards.embeddings import embedding_dataset, vectors
 from ..shards.layers import layer_dir, read_layer_meta
+from ..shards.semantic_columns import RESULT_SCHEMA, SEMANTIC_DIR
 from ..shards.storage import Storage
 from .ingest import RayConfig, connect_ray
-
-SEMANTIC_DIR = "semantic"  # under the embedding layer's version directory
-RESULT_SCHEMA = pa.schema([
-    ("clip_id", pa.string()),
-    ("key", pa.string()),  # video key of the clip
-    ("semantic_cluster", pa.int32()),  # k-means cluster of its embedding
-    ("semantic_duplicate_of", pa.string()),  # clip id of the higher-ranked clip it repeats, or null (kept)
-    ("semantic_duplicate_key", pa.string()),  # that clip's video key
-    ("semantic_similarity", pa.float32()),  # cosine similarity to it (> 1 - eps), null when kept
-])
-
 
 @dataclass
 class SemanticDedupConfig:

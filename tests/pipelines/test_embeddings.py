@@ -123,3 +123,55 @@ def test_cli_refuses_a_layer_that_is_not_an_embedding_layer(corpus, embed_v1, ca
     code = main(["dedup-semantic", corpus["root"], "--layer", "nope/v1"])
     assert code == 2
     assert "no embedding layer nope/v1" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def semantic_v1(corpus, embed_v1):
+    summary = run_semantic_dedup(corpus["root"], SemanticDedupConfig(layer="embed/v1", eps=0.05, clusters=1,
+                                                                     ray=RayConfig(progress_bars=False)),
+                                 log=lambda *_: None)
+    return summary, _read_results(LocalStorage(corpus["root"]))
+
+
+def test_the_stream_filters_semantic_duplicates_at_read_time(corpus, semantic_v1):
+    from longvid.shards.stream import ShardStream, SourceSpec, StreamConfig
+    from longvid.shards.where import WhereError
+
+    _, result = semantic_v1
+    dups = {r["clip_id"] for r in result.to_pylist() if r["semantic_duplicate_of"] is not None}
+    assert dups
+    root = corpus["root"]
+
+    def keys(unit: str, where: str, layer: str = "embed/v1") -> list[str]:
+        spec = SourceSpec(root, where=where, semantic_layer=layer)
+        config = StreamConfig(sources=[spec], unit=unit, decode=False, epochs=1, stage="stage1")
+        return sorted(s["__key__"] for s in ShardStream(config))
+
+    everything = keys("clip", "duration > 0")
+    kept = keys("clip", "semantic_duplicate_of is null and duration > 0")
+    assert sorted(set(everything) - set(kept)) == sorted(dups)
+    assert keys("clip", "semantic_similarity > 0.95") == sorted(dups)
+    copies = {r["key"] for r in result.to_pylist() if r["semantic_duplicate_of"] is not None}
+    assert keys("video", "semantic_duplicates = 0") == sorted({r["key"] for r in result.to_pylist()} - copies)
+    with pytest.raises(WhereError, match="semantic_layer"):
+        keys("clip", "semantic_duplicate_of is null", layer="")
+    with pytest.raises(FileNotFoundError, match="dedup-semantic"):
+        keys("clip", "semantic_duplicate_of is null", layer="caption/v9")
+
+
+def test_export_filters_videos_by_their_semantic_duplicates(corpus, semantic_v1):
+    from longvid.pipelines.export import ExportError, _compile_where, read_group_rows, text_layers
+    from longvid.shards.catalog import open_index
+
+    _, result = semantic_v1
+    storage = LocalStorage(corpus["root"])
+    copies = {r["key"] for r in result.to_pylist() if r["semantic_duplicate_of"] is not None}
+    where = _compile_where("semantic_duplicate_share < 0.5", storage, "embed/v1")
+    index = open_index(storage)
+    rows = read_group_rows(index, sorted(index.shard_names), where, "embed/v1")
+    exported = {v["key"] for videos, _ in rows.values() for v in videos}
+    assert exported == set(corpus["keys"].values()) - copies
+    assert all(c["key"] in exported for _, clips in rows.values() for c in clips)
+    with pytest.raises(ExportError, match="--semantic-layer"):
+        _compile_where("semantic_duplicates = 0", storage, None)
+    assert "embed" not in text_layers(storage)  # vectors are never read as conversation turns
