@@ -175,3 +175,12 @@ def test_export_filters_videos_by_their_semantic_duplicates(corpus, semantic_v1)
     with pytest.raises(ExportError, match="--semantic-layer"):
         _compile_where("semantic_duplicates = 0", storage, None)
     assert "embed" not in text_layers(storage)  # vectors are never read as conversation turns
+
+
+def test_the_cli_takes_the_kind_and_the_encoder_and_resumes_a_finished_version(corpus, embed_v1, capsys):
+    args = ["annotate", corpus["root"], "--kind", "embedding", "--layer", "embed", "--version", "v1",
+            "--encoder.model", corpus["encoder"], "--pipeline.batch-size", "4", "--pipeline.videos-per-part", "2"]
+    assert main(args) == 0
+    assert "2 already committed (resumed)" in capsys.readouterr().out
+    assert main(args + ["--encoder.frames-per-clip", "2"]) == 2  # another recipe: a new version, please
+    assert "different recipe" in capsys.readouterr().err
