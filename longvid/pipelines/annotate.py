@@ -26,20 +26,8 @@ from ..shards.storage import Storage
 from .annotate_commit import PartTracker, commit_part, result_of, retry_plan
 from .executors import RayExecutor
 from .ingest import RayConfig, connect_ray
-from .kinds import LayerKind, ModelPlacement, get_kind, load_kinds
+from .kinds import LayerKind, ModelPlacement, PipelineConfig, get_kind, load_kinds  # noqa: F401 (PipelineConfig: re-exported)
 from .placement import StageOverride
-
-
-@dataclass
-class PipelineConfig:
-    prepare_stage: bool = True  # decode+resize in CPU tasks that feed the model (off: the model worker decodes inline and waits)
-    prepare_cpus: float = 1.0  # CPUs per preparation task: one decode per video
-    num_gpus: float | str = "auto"  # per model actor (= tensor_parallel_size for vLLM); auto: 1 where the cluster has GPUs, else 0 (CPU, with a note)
-    num_cpus: float = 1.0  # per model actor: the engine's own CPU work (tokenising, scheduling)
-    pool_size: int = 1  # model actors, one engine each: usually one per GPU
-    batch_size: int = 32  # clips (captioner) or videos (writer) per model call: big enough for vLLM to batch well
-    videos_per_part: int = 64  # videos per layer part: the most a kill can lose, and a bound on file count
-    max_restarts: int = 2  # times a crashed model actor is restarted (out of memory, driver hiccup)
 
 
 def _stages_config_class():
@@ -211,11 +199,12 @@ def check_resume(storage: Storage, config, recipe: dict) -> bool:
 
 
 # -- resources: what the model stages ask for, made concrete before anything starts -------------
-def resolve_gpus(value, cluster_gpus: float, log) -> float:
-    """``auto``: one GPU per model actor where the cluster has GPUs, else 0 (CPU) with a one-line note."""
+def resolve_gpus(value, cluster_gpus: float, log, per_actor: int = 1) -> float:
+    """``auto``: ``per_actor`` GPUs per model actor (a vLLM engine's tensor-parallel size) where
+    the cluster has GPUs, else 0 (CPU) with a one-line note."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         if cluster_gpus > 0:
-            return 1.0
+            return float(max(1, per_actor))
         log("note: the Ray cluster has no GPU: the model runs on CPU (set --pipeline.num-gpus N to require GPUs)")
         return 0.0
     try:
@@ -349,7 +338,9 @@ def run_annotate(dataset: str, config, log=print) -> dict:
     ray_started = connect_ray(config.ray) if todo else False
     try:
         if todo:
-            gpus = resolve_gpus(config.pipeline.num_gpus, float(ray.cluster_resources().get("GPU", 0)), log)
+            model = getattr(getattr(config, kind.config_field), "model", None)
+            gpus = resolve_gpus(config.pipeline.num_gpus, float(ray.cluster_resources().get("GPU", 0)), log,
+                                getattr(model, "tensor_parallel_size", 1))
             totals = _run_parts(storage, config, kind, todo, ledger, log, gpus, retried)
     finally:
         if ray_started:

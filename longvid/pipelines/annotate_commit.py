@@ -14,6 +14,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..shards.faults import fault_point
 from ..shards.layers import FAILURE_SCHEMA, read_failures, read_layer_part, write_failures_part, write_layer_part
 from ..shards.ledger import Ledger
 from ..shards.storage import Storage
@@ -106,6 +107,8 @@ def commit_part(storage: Storage, layer: str, version: str, kind: LayerKind, led
         replaced = pc.and_(_redone(old_f, retried), old_f["retry"]) if old_f.num_rows else pa.array([], pa.bool_())
         new_failures = pa.concat_tables([old_f.filter(pc.invert(replaced)), new_failures])
     ordered = new_rows.sort_by([("key", "ascending"), ("start", "ascending"), ("clip_id", "ascending")])
+    if retried is not None:
+        fault_point("annotate-retry-before-replace")  # kill tests: the old part must stay whole
     write_layer_part(storage, layer, version, part, ordered.to_pylist(), kind.schema)  # bounded: one part
     # after the part: a part without its failures file reads as "no failures", and a retry that
     # stops between the two finds the old failures, whose items it then redoes (their rows replaced)

@@ -22,7 +22,7 @@ from ..config import check_positive
 
 from ..annotators.base import Stage
 from ..annotators.captioners import CaptionerConfig
-from ..annotators.captioners.stage import CaptionStage, PrepareCaptionFrames
+from .kinds import PipelineConfig
 from ..annotators.dedup import Dedup
 from ..annotators.fetch import Fetch, FetchConfig
 from ..annotators.neardup import NearDuplicateConfig, NearDuplicateIndex, NearDuplicates
@@ -82,8 +82,8 @@ class IngestStagesConfig:
     segment: StageOverride = field(default_factory=StageOverride)  # declared: 1 CPU (one decode); num_gpus for TransNetV2
     near_duplicates: StageOverride = field(default_factory=StageOverride)  # declared: 0.05 CPU (one lookup call)
     plan: StageOverride = field(default_factory=StageOverride)  # declared: 0.1 CPU (arithmetic)
-    caption_frames: StageOverride = field(default_factory=StageOverride)  # declared: caption.prepare_cpus
-    caption: StageOverride = field(default_factory=StageOverride)  # declared: caption.num_cpus/num_gpus/actors
+    caption_frames: StageOverride = field(default_factory=StageOverride)  # the caption kind's prepare stage: caption.pipeline.prepare_cpus
+    caption: StageOverride = field(default_factory=StageOverride)  # the caption kind's model stage: caption.pipeline.num_cpus/num_gpus/pool_size
     write: StageOverride = field(default_factory=StageOverride)  # declared: 2 actors x 0.5 CPU, batch = shards.max_videos
 
     def by_name(self) -> dict[str, StageOverride]:
@@ -100,16 +100,14 @@ class RayConfig:
 
 @dataclass
 class IngestCaptionConfig:
-    enabled: bool = False  # caption every clip while ingesting (else run `longvid annotate` later)
+    """The caption layer kind after the shards are committed: the same settings as ``longvid
+    annotate --captioner`` (``captioner.*``, ``pipeline.*``), see pipelines/ingest_caption.py."""
+
+    enabled: bool = False  # caption every clip once ingested (else run `longvid annotate` later)
     layer: str = "caption"  # annotation layer the captions go to
     version: str = "v1"  # layer version (a later `longvid annotate` run can add v2 beside it)
     captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
-    prepare_stage: bool = True  # decode and resize clip frames in a CPU stage so the model never waits on decoding
-    prepare_cpus: float = 1.0  # CPUs per frame-preparation task (one decode per video)
-    actors: int = 1  # captioner actors (one model each); one per GPU on a GPU cluster
-    num_gpus: float = 1.0  # GPU share per captioner actor; 0 on a machine without GPUs
-    num_cpus: float = 1.0  # CPUs per captioner actor
-    batch_size: int = 8  # videos per captioner call (all their clips go to the engine together)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # as annotate's: num_gpus auto, prepare stage on
 
 
 @dataclass
@@ -131,18 +129,11 @@ class IngestConfig:
 
 def build_stages(config: IngestConfig, out: str) -> list[Stage]:
     """source (the manifest rows) → these stages → the shard sink; run by an executor."""
-    c = config.caption
     stages: list[Stage] = [Fetch(config.fetch), Dedup(), Probe(), ParallelSegment(config.segment)]
     if config.near_duplicates.enabled:
         stages.append(NearDuplicates(config.near_duplicates))
-    stages.append(Plan())
-    if c.enabled:
-        if c.prepare_stage:
-            stages.append(PrepareCaptionFrames(c.captioner, num_cpus=c.prepare_cpus))
-        stages.append(CaptionStage(c.captioner, c.layer, c.version, num_gpus=c.num_gpus, num_cpus=c.num_cpus,
-                                   actors=c.actors, batch_size=c.batch_size))
-    caption_layer = (c.layer, c.version) if c.enabled else None
-    stages.append(WriteShards(out, config.shards.max_videos, config.shards.max_bytes, caption_layer, config.write.media))
+    stages.append(Plan())  # captions (caption.enabled) come after the shards: ingest_caption.caption_dataset
+    stages.append(WriteShards(out, config.shards.max_videos, config.shards.max_bytes, config.write.media))
     return stages
 
 
@@ -170,6 +161,7 @@ class IngestSummary:
     shards_written: int = 0
     wall_s: float = 0.0
     dataset: dict = field(default_factory=dict)
+    captions: dict = field(default_factory=dict)  # the caption step's annotate summary (caption.enabled)
 
     def add_failure(self, stage: str, reason: str) -> None:
         group = f"{stage}: {reason_class(reason)}"
@@ -356,6 +348,10 @@ def run_ingest(manifest: str, out: str, config: IngestConfig | None = None, log_
         ledger.flush()
         summary.dataset = finalize(storage)
         summary.clips = _clips_written(storage, ledger)
+        if config.caption.enabled:  # the caption layer kind over the committed shards, on this Ray
+            from .ingest_caption import caption_dataset
+
+            summary.captions = caption_dataset(out, config, lambda line: print(f"[longvid] {line}", file=log_stream))
     finally:
         if started:
             ray.shutdown()

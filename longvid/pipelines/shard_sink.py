@@ -4,7 +4,7 @@ It receives every item, the dropped ones too, so each source gets its ledger row
 under a kill at any instant: a shard's number is the run's first number plus the manifest row of
 its first video, so a retried batch (Ray restarts a killed writer and runs the batch again)
 computes the same names, finds a shard already published, and only completes what the killed
-attempt left out (its index part, its captions). The publish itself is the mark.
+attempt left out (its index part). The publish itself is the mark.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from ..annotators.plan import video_record
 from ..annotators.remux import to_mp4
 from ..shards.faults import fault_point
 from ..shards.index import part_paths, rebuild_index_part, write_index_part
-from ..shards.layers import layer_dir, write_layer_meta, write_layer_part
-from ..shards.ledger import Ledger
 from ..shards.schema import STATUS_FAILED, STATUS_OK
 from ..shards.storage import Storage
-from ..shards.writer import CommittedShard, ShardWriter, WrittenSample, encode_json, shard_name, shard_number
+from ..shards.writer import ShardWriter, encode_json, shard_name, shard_number
 
 
 class IngestState:
@@ -82,7 +80,7 @@ def plan_shard_groups(items: list[dict], max_bytes: int, max_videos: int) -> lis
 
 
 class WriteShards(Stage):
-    """Sink: each batch of items → whole shards (then index parts and caption layer parts) and
+    """Sink: each batch of items → whole shards (then their index parts) and
     one ledger row per item, dropped or written."""
 
     name = "write"
@@ -92,13 +90,11 @@ class WriteShards(Stage):
     receives_dropped = True
     shared_state = ("ingest",)
 
-    def __init__(self, root: str, max_videos: int, max_bytes: int, caption_layer: tuple[str, str] | None = None,
-                 media: str = "mp4"):
+    def __init__(self, root: str, max_videos: int, max_bytes: int, media: str = "mp4"):
         self.root = root
         self.media = media  # mp4: remux each source into KEY.mp4 (stream copy); source: keep the source bytes
         self.batch_size = max_videos  # one writer call fills at most one shard: bounds what a kill loses
         self.max_videos, self.max_bytes = max_videos, max_bytes
-        self.caption_layer = caption_layer  # (layer, version) of captions made during ingest, else None
         self.storage: Storage | None = None
 
     def setup(self) -> None:
@@ -126,14 +122,11 @@ class WriteShards(Stage):
         records = {it["video_id"]: video_record(it) for it in group}
         for it in group:
             records[it["video_id"]]["video"].update(it.pop("media_info", {}))
-        annotations = {it["video_id"]: it.get("annotations", {}) for it in group}
 
         def on_commit(shard):
             fault_point("writer-after-publish")
             write_index_part(self.storage, shard, records)
             fault_point("writer-after-index")
-            if self.caption_layer:
-                self._write_captions(shard, annotations)
 
         number = shard_number(name)
         writer = ShardWriter(self.storage, lambda: number, max_bytes=1 << 62, max_samples=len(group) + 1,
@@ -160,28 +153,3 @@ class WriteShards(Stage):
     def _complete_published(self, name: str, group: list[dict]) -> None:
         if not self.storage.exists(part_paths(name)[0]):
             rebuild_index_part(self.storage, name)  # from the shard itself: its offsets are the truth
-        if self.caption_layer:
-            samples = [WrittenSample(key=it["video_id"], shard=name, members={}) for it in group]
-            self._write_captions(CommittedShard(name=name, bytes=0, samples=samples),
-                                 {it["video_id"]: it.get("annotations", {}) for it in group})
-
-    def _write_captions(self, shard, annotations: dict[str, dict]) -> None:
-        """The shard's captions as one layer part named after it; clip failures in the layer's ledger."""
-        layer, version = self.caption_layer
-        part = shard.name.rsplit("/", 1)[-1][: -len(".tar")]
-        rows, producer = [], None
-        ledger = Ledger(self.storage, f"ingest-{part}", directory=f"{layer_dir(layer, version)}/ledger")
-        for sample in shard.samples:
-            produced = annotations.get(sample.key, {}).get(layer, {}).get(version)
-            if produced is None:
-                continue
-            producer = produced["producer"]
-            rows.extend(produced["rows"])
-            for failure in produced["failures"]:
-                ledger.add(video_id=sample.key, url=failure.get("clip_id"), status=STATUS_FAILED, action="failed",
-                           stage="caption", reason=failure["reason"], shard=shard.name)
-        write_layer_part(self.storage, layer, version, part, rows)
-        if ledger.rows:
-            ledger.flush()
-        if producer is not None:
-            write_layer_meta(self.storage, layer, version, {"producer": producer, "written_by": "ingest"})

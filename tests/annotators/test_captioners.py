@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from longvid.annotators.base import ItemFailed
-from longvid.annotators.captioners import (CaptionerConfig, Captioner, CaptionStage, ClipFrames,
-                                           PrepareCaptionFrames, SamplingConfig, clip_frame_indices,
+from longvid.annotators.captioners import (CaptionerConfig, Captioner, ClipFrames, SamplingConfig, clip_frame_indices,
                                            make_engine, prepare_clips, producer_id)
 from longvid.annotators.captioners.frames import fit_size
 from longvid.annotators.clips import ClipConfig
@@ -111,8 +110,6 @@ def test_one_decode_gives_every_clip_its_planned_frames_resized(video_item):
         assert clip.frames.shape == (len(planned), 32, 48, 3) and clip.frames.dtype == np.uint8
         assert clip.frame_times == [round(i / 25.0, 6) for i in planned]
         assert record["start"] <= clip.frame_times[0] and clip.frame_times[-1] < record["end"]
-        back = ClipFrames.from_row(json.loads(json.dumps(clip.to_row())))  # rides in JSON ingest rows
-        assert np.array_equal(back.frames, clip.frames) and back.clip_id == clip.clip_id
 
 
 def test_broken_media_fails_with_a_reason(video_item):
@@ -170,27 +167,6 @@ def test_over_long_output_is_a_clip_failure_with_a_reason(models, vlm_engines, b
     keeping = Captioner(captioner_config(models, backend, sampling=forced), engine=vlm_engines[backend])
     kept = keeping.caption(random_clips(3))
     assert all(c.ok and c.finish_reason == "length" and c.num_tokens == 6 for c in kept)
-
-
-def test_caption_stage_with_and_without_a_preparation_stage(models, video_item):
-    config = captioner_config(models, "transformers")
-    stage = CaptionStage(config, layer="caption", version="v7", num_gpus=0)
-    stage.setup()  # loads the model once
-    prepared = PrepareCaptionFrames(config).process(dict(video_item))
-    json.dumps({k: v for k, v in prepared.items() if k != "media"})  # JSON-safe, as ingest rows are
-    inline = dict(video_item)
-    stage.process_batch([prepared, inline])
-    n = len(video_item["clips"])
-    for item in (prepared, inline):
-        assert "caption_inputs" not in item
-        layer = item["annotations"]["caption"]["v7"]
-        assert layer["producer_id"] == producer_id(layer["producer"]) and layer["failures"] == []
-        assert [r["clip_id"] for r in layer["rows"]] == [c["clip_id"] for c in video_item["clips"]] and len(layer["rows"]) == n
-        assert all(r["value_type"] == "text" and r["producer"] == layer["producer_id"] for r in layer["rows"])
-    broken = dict(video_item, media=video_item["media"][:500])
-    stage.process(broken)  # a caption failure never fails the video itself
-    assert broken["annotations"]["caption"]["v7"]["rows"] == []
-    assert "cannot open media" in broken["annotations"]["caption"]["v7"]["failures"][0]["reason"]
 
 
 # -- the writer: checks, then both engines ------------------------------------------------------------

@@ -38,7 +38,7 @@ COMMAND_CONFIGS = {
 ACTOR_POOLS = {
     ("stages.write", "actors"): {"CPU": ("stages.write", "num_cpus")},
     ("pipeline", "pool_size"): {"CPU": ("pipeline", "num_cpus"), "GPU": ("pipeline", "num_gpus")},
-    ("caption", "actors"): {"CPU": ("caption", "num_cpus"), "GPU": ("caption", "num_gpus")},
+    ("caption.pipeline", "pool_size"): {"CPU": ("caption.pipeline", "num_cpus"), "GPU": ("caption.pipeline", "num_gpus")},
 }
 # EC2 instance types used by the `ray up` config: (vCPUs, memory GiB, GPUs)
 INSTANCE_TYPES = {"m7i.2xlarge": (8, 32, 0), "m7i.8xlarge": (32, 128, 0), "p5.48xlarge": (192, 2048, 8)}
@@ -233,10 +233,11 @@ def check_resources(config: dict, pods: dict[str, dict], maxima: dict[str, int])
                 problems.append(f"{section}.{size_key}={size} actors x {amount:g} {resource} exceeds "
                                 f"{usable:g} {resource} ({'half of ' if resource == 'CPU' else ''}the cluster's "
                                 f"{capacity:g} at maximum size)")
-    for section, captioner in (("pipeline", config.get("captioner")), ("caption", config.get("caption", {}).get("captioner"))):
+    for section, captioner in (("pipeline", config.get("captioner")),
+                               ("caption.pipeline", config.get("caption", {}).get("captioner"))):
         tp = (captioner or {}).get("model", {}).get("tensor_parallel_size")
-        gpus = config.get(section, {}).get("num_gpus")
-        if tp is not None and gpus is not None and float(gpus) != float(tp):
+        gpus = section_of(config, section).get("num_gpus")
+        if tp is not None and gpus is not None and str(gpus) != "auto" and float(gpus) != float(tp):
             problems.append(f"{section}.num_gpus={gpus} must equal the captioner's tensor_parallel_size={tp} "
                             "(one engine per actor)")
     return problems

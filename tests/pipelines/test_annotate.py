@@ -319,6 +319,41 @@ def test_retry_failed_fills_the_failed_items_and_leaves_the_other_parts_alone(da
     assert len(skipped) == len(clean) and all("no failed items" in r["reason"] for r in skipped)
 
 
+def test_a_kill_mid_retry_leaves_the_old_parts_whole_and_a_rerun_finishes(tmp_path, dataset, caption_v3):
+    """The retry CLI SIGKILLs itself (fault point) after planning a part's new rows, before the
+    new file replaces the old one; then the same command again without the fault."""
+    import yaml
+
+    from longvid.config import to_dict
+
+    config = replace(caption_config(dataset["models"], "transformers", "v3"), retry_failed=True)
+    settings = tmp_path / "v3-retry.yaml"
+    settings.write_text(yaml.safe_dump(to_dict(config)))
+    args = [sys.executable, "-m", "longvid", "annotate", dataset["root"], "--config", str(settings),
+            "--ray.address", "local"]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               LONGVID_FAULT=f"annotate-retry-before-replace:{tmp_path / 'fired'}")
+    before = part_files(dataset["root"], "caption", "v3")
+    for environment in (env, {k: v for k, v in env.items() if k != "LONGVID_FAULT"}):
+        child = subprocess.Popen(args, cwd=REPO, env=environment, start_new_session=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = child.communicate(timeout=300)
+        finally:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)  # the Ray it started, orphaned by the kill
+            except ProcessLookupError:
+                pass
+        if "LONGVID_FAULT" in environment:
+            assert child.returncode == -signal.SIGKILL and (tmp_path / "fired").exists(), err[-2000:]
+            assert part_files(dataset["root"], "caption", "v3") == before  # every part: same bytes, same mtime
+            assert layer_stats(dataset["storage"], "caption", "v3")["status"] == "partial"  # a stopped run
+        else:  # only the rotten video was left to retry, and it fails again: exit 1, "every video failed"
+            assert child.returncode == 1 and "Traceback" not in err, err[-2000:]
+    assert layer_stats(dataset["storage"], "caption", "v3")["status"] == rotten_status(dataset)
+    assert sorted(read_layer(dataset["storage"], "caption", "v3")["clip_id"].to_pylist()) == dataset["good_clips"]
+
+
 def test_retry_failed_needs_a_finished_version(dataset, caption_v1):
     config = replace(caption_config(dataset["models"], "transformers", "never-run"), retry_failed=True)
     with pytest.raises(AnnotateError, match="no run to retry"):

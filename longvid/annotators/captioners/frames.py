@@ -7,7 +7,6 @@ one. This runs in the CPU stage so the model's workers never wait on decoding.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -30,22 +29,6 @@ class ClipFrames:
     end: float
     frames: np.ndarray
     frame_times: list[float]
-
-    def to_row(self) -> dict:
-        """A JSON-safe dict (raw pixels in base64 + shape): it rides inside an ingest item, whose
-        rows are JSON, and is never pickled."""
-        return {"key": self.key, "clip_id": self.clip_id, "start": self.start, "end": self.end,
-                "frames_b64": base64.b64encode(self.frames.tobytes()).decode("ascii"),
-                "frames_shape": list(self.frames.shape), "frame_times": list(self.frame_times)}
-
-    @classmethod
-    def from_row(cls, row: dict) -> "ClipFrames":
-        shape = tuple(int(x) for x in row["frames_shape"])
-        if len(shape) != 4 or shape[-1] != 3:
-            raise ValueError(f"caption frames must be T x H x W x 3, got {shape}")
-        frames = np.frombuffer(base64.b64decode(row["frames_b64"]), dtype=np.uint8).reshape(shape)
-        return cls(row["key"], row["clip_id"], float(row["start"]), float(row["end"]), frames,
-                   [float(t) for t in row["frame_times"]])
 
 
 def clip_frame_indices(clip: dict, frame_source: str, max_frames: int) -> list[int]:

@@ -60,6 +60,20 @@ def get_kind(name: str) -> "LayerKind":
     return kinds[name]()
 
 
+@dataclass
+class PipelineConfig:
+    """How a kind's stages run (annotate's ``pipeline.*``, and ingest's ``caption.pipeline.*``)."""
+
+    prepare_stage: bool = True  # decode+resize in CPU tasks that feed the model (off: the model worker decodes inline and waits)
+    prepare_cpus: float = 1.0  # CPUs per preparation task: one decode per video
+    num_gpus: float | str = "auto"  # per model actor (= tensor_parallel_size for vLLM); auto: 1 where the cluster has GPUs, else 0 (CPU, with a note)
+    num_cpus: float = 1.0  # per model actor: the engine's own CPU work (tokenising, scheduling)
+    pool_size: int = 1  # model actors, one engine each: usually one per GPU
+    batch_size: int = 32  # clips (captioner) or videos (writer) per model call: big enough for vLLM to batch well
+    videos_per_part: int = 64  # videos per layer part: the most a kill can lose, and a bound on file count
+    max_restarts: int = 2  # times a crashed model actor is restarted (out of memory, driver hiccup)
+
+
 @dataclass(frozen=True)
 class ModelPlacement:
     """What the pipeline settings give a kind's stages (per-stage overrides still apply on top)."""
