@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "longvid.model.cli",  # train, ask
     "longvid.pipelines.export_cli",  # export llava, stats
     "longvid.pipelines.index_cli",  # index (compact + repair the dataset index)
+    "longvid.pipelines.semantic_cli",  # dedup-semantic (semantic near-duplicates of an embedding layer)
     "longvid.needle.cli",  # needle build, needle eval
 ]
 

@@ -169,13 +169,23 @@ class FrameHashes(ThumbnailBlocks):
         self._full.append(full)
         self._inner.append(inner)
 
-    def at(self, frames: list[int]) -> list[str]:
-        """Hex hashes (whole, inner, whole, inner, ...) of ``frames``, flat frames left out."""
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(whole, inner) uint64 hashes of every frame seen so far, in order (0: flat frame)."""
         self._flush()
         full = np.concatenate(self._full) if self._full else np.zeros(0, np.uint64)
         inner = np.concatenate(self._inner) if self._inner else np.zeros(0, np.uint64)
-        out = []
-        for f in frames:
-            if f < len(full) and full[f]:
-                out += [f"{int(full[f]):016x}", f"{int(inner[f]):016x}"]
-        return out
+        self._full, self._inner = [full], [inner]
+        return full, inner
+
+    def at(self, frames: list[int]) -> list[str]:
+        """Hex hashes (whole, inner, whole, inner, ...) of ``frames``, flat frames left out."""
+        return hex_hashes(*self.arrays(), frames)
+
+
+def hex_hashes(full: np.ndarray, inner: np.ndarray, positions) -> list[str]:
+    """Hex hashes (whole, inner, ...) at ``positions`` of per-frame hash arrays, flat frames (0) left out."""
+    out = []
+    for f in positions:
+        if f < len(full) and full[f]:
+            out += [f"{int(full[f]):016x}", f"{int(inner[f]):016x}"]
+    return out

@@ -17,9 +17,10 @@ from .clips import ClipConfig, make_clips
 from .decode import DecodeConfig, DecodeStats, iter_thumbnails
 from .fastcut import FastCutConfig
 from .keyframes import FrameDistance, FrameMotion, dpselect
-from .phash import FrameHashes
+from .phash import FrameHashes, hex_hashes
 from .shots import ShotDetector, make_detector, shots_from_boundaries
-from .sparse import Scan, SparseConfig, SparseCutDetector, scan
+from .coarse_signals import scan_with_signals
+from .sparse import Scan, SparseConfig, SparseCutDetector
 from .transnet import HybridConfig, TransNetConfig
 from .windows import WindowConfig, plan_windows, segment_windows
 
@@ -70,7 +71,7 @@ def thumbnail_config(config: SegmentConfig) -> DecodeConfig:
 def segment_video(source, probe: dict, video_id: str, config: SegmentConfig, model=None) -> dict:
     """Shots, transitions, clips and keyframes of one video from a single decode."""
     if config.detector in SCAN_DETECTORS:
-        result = scan(source, thumbnail_config(config), config.sparse, build_detector(config))
+        result = scan_with_signals(source, thumbnail_config(config), config.sparse, build_detector(config))
         return assemble(result, probe, video_id, config)
     detector = build_detector(config, model)
     distance = FrameDistance()
@@ -94,7 +95,8 @@ def segment_video(source, probe: dict, video_id: str, config: SegmentConfig, mod
     transitions = [dict(t, frame=b) for b, t in zip(boundaries, detector.transitions)]
     frames = np.arange(num_frames, dtype=np.int64)
     return _finish(video_id, fps, num_frames, frames, distance.distances, transitions, stats.frames,
-                   detector.name, config, motion, hashes)
+                   detector.name, config, {"motion": motion.values, **dict(zip(("phash_full", "phash_inner"),
+                                                                            hashes.arrays()))})
 
 
 def scan_settings(config: SegmentConfig) -> SparseConfig:
@@ -130,16 +132,17 @@ def assemble(result: Scan, probe: dict, video_id: str, config: SegmentConfig) ->
     if result.sparse and covered < expected <= covered + MAX_TRAILING_SKIPPED:
         num_frames = expected  # the last few (non-reference) frames were skipped, not missing
     return _finish(video_id, probe["fps"], num_frames, result.frames, result.distances, result.transitions,
-                   result.decoded, build_detector(config).name, config)
+                   result.decoded, build_detector(config).name, config, result.signals)
 
 
 def _finish(video_id: str, fps: float, num_frames: int, frames: np.ndarray, distances: np.ndarray,
             transitions: list[dict], decoded: int, detector: str, config: SegmentConfig,
-            motion: FrameMotion | None = None, hashes: FrameHashes | None = None) -> dict:
+            signals: dict | None = None) -> dict:
     """Shots, clips and DPSelect keyframes from transitions (with their boundary ``frame``) and the
     keyframe distance of each frame the detector saw (``frames``: their numbers, ascending).
-    ``motion``/``hashes`` come from a dense decode only; a sparse or windowed scan sees too few
-    frames for them, so its clips carry no motion score and no pHashes (null in the index)."""
+    ``signals`` (``motion``, ``phash_full``, ``phash_inner``), aligned with ``frames``, give each clip
+    its motion score and its keyframes' pHashes: from every frame of a dense decode, or from the
+    coarse frames of a sparse or windowed scan (``coarse_signals``); absent, the clips carry neither."""
     shots = shots_from_boundaries([t["frame"] for t in transitions], num_frames, fps)
     transitions = [{k: t[k] for k in ("start_frame", "end_frame", "kind")} for t in transitions
                    if t["start_frame"] < num_frames]
@@ -151,10 +154,13 @@ def _finish(video_id: str, fps: float, num_frames: int, frames: np.ndarray, dist
         chosen = [int(frames[lo + i]) for i in dpselect(distances[lo:hi], config.keyframes_per_clip)] or [a]
         clip["keyframes"] = chosen
         clip["keyframe_times"] = [round(i / fps, 6) for i in chosen]
-        if motion is not None:
-            clip["motion_score"] = motion.span_score(a, b)  # curation signal: 0 for a still picture
-        if hashes is not None:
-            clip["phash"] = hashes.at(chosen)  # near-duplicate signal: the keyframes' perceptual hashes
+        if signals:
+            m = signals["motion"][lo + 1 : hi]  # the first frame's change is from the shot before
+            clip["motion_score"] = round(float(m.mean()), 6) if len(m) else 0.0  # curation signal: 0 for a still picture
+            found = np.searchsorted(frames, chosen)
+            positions = [int(p) for p, f in zip(found, chosen) if p < len(frames) and frames[p] == f]
+            # near-duplicate signal: the keyframes' perceptual hashes
+            clip["phash"] = hex_hashes(signals["phash_full"], signals["phash_inner"], positions)
         keyframes += [{"frame": i, "time": round(i / fps, 6), "clip_id": clip["clip_id"]} for i in chosen]
     return {
         "num_frames": num_frames,

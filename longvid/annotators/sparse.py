@@ -14,6 +14,7 @@ Never decodes a frame twice except inside a refined gap; never holds more than t
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import av
 import numpy as np
@@ -67,6 +68,7 @@ class Scan:
     end: int = 0  # first frame number after what was covered (the last decoded frame + 1)
     sparse: bool = False  # whether frames were skipped (B-frames or non-reference frames)
     skip: str = "DEFAULT"  # FFmpeg's skip_frame of the pass (what a refinement may skip outside a gap)
+    signals: dict = field(default_factory=dict)  # per-frame arrays aligned with ``frames`` (coarse_signals: motion, pHashes)
 
 
 class FrameClock:
@@ -148,9 +150,10 @@ def _seek(container, stream, clock: FrameClock, index: int, rewind: bool = False
 
 
 def scan(source, decode: DecodeConfig, sparse: SparseConfig, detector: FastCutDetector,
-         start: int = 0, end: int | None = None) -> Scan:
+         start: int = 0, end: int | None = None, trackers: Sequence = ()) -> Scan:
     """Decode frames ``[start, end)`` (all, or reference frames only), run ``detector`` and DPSelect's
-    distance on them, and return the transitions with every cut placed exactly."""
+    distance on them, and return the transitions with every cut placed exactly. ``trackers`` (objects
+    with ``update(thumb)``) see every thumbnail the detector sees, in order (``coarse_signals``)."""
     distance = FrameDistance()
     frames: list[int] = []
     thumbnail = thumbnailer(decode)
@@ -184,6 +187,8 @@ def scan(source, decode: DecodeConfig, sparse: SparseConfig, detector: FastCutDe
                 thumb = thumbnail(frame)  # the one place each decoded frame's thumbnail is handled
                 detector.update(thumb)
                 distance.update(thumb)
+                for tracker in trackers:
+                    tracker.update(thumb)
                 frames.append(index)
         except av.error.FFmpegError as exc:
             result.error = str(exc)

@@ -229,6 +229,48 @@ def build_tiny_whisper(path: str, seed: int = 0) -> str:
     return path
 
 
+def _tiny_vision(image_size: int, hidden: int) -> dict:
+    return {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "image_size": image_size, "patch_size": image_size // 4}
+
+
+def build_tiny_clip(path: str, seed: int = 0, image_size: int = 32, hidden: int = 64, projection_dim: int = 32) -> str:
+    """A random CLIP (tiny vision and text towers, ``projection_dim``-d image features) + its image
+    processor saved to ``path``: loads with ``AutoModel`` / ``AutoImageProcessor`` like openai/clip-*."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as CLIPImageProcessor
+
+    torch.manual_seed(seed)
+    text = {"vocab_size": 64, "hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1,
+            "pad_token_id": 1}
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=_tiny_vision(image_size, hidden),
+                                 projection_dim=projection_dim)).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def build_tiny_siglip(path: str, seed: int = 0, image_size: int = 32, hidden: int = 64) -> str:
+    """A random SigLIP (tiny towers, ``hidden``-d image features) + its image processor saved to ``path``."""
+    import torch
+    from transformers import SiglipConfig, SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil as SiglipImageProcessor
+
+    torch.manual_seed(seed)
+    text = {"vocab_size": 64, "hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 16}
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=_tiny_vision(image_size, hidden))).eval()
+    processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
 def _write_generation_config(path: str, eos: int, pad: int) -> None:
     # Explicit greedy defaults so neither engine picks up sampling settings from elsewhere.
     with open(os.path.join(path, "generation_config.json"), "w", encoding="utf-8") as f:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .sparse import Scan, scan
+from .coarse_signals import concatenate, cut, scan_with_signals
+from .sparse import Scan
 
 MIN_OVERLAP_FRAMES = 300  # the fast detector decides with ~100 frames of delay and looks ~100 frames back
 
@@ -57,9 +58,9 @@ def plan_windows(num_frames: int, fps: float, config: WindowConfig, cpus: int = 
 
 def segment_window(source, window: Window, decode, sparse, detector) -> Scan:
     """One window's scan (see :func:`annotators.sparse.scan`), cut down to what the window owns: the
-    frames of its core, and the transitions whose boundary is within half an overlap of it (the
+    frames of its core (with their motion and pHashes), and the transitions whose boundary is within half an overlap of it (the
     stitch picks among neighbours' duplicates)."""
-    result = scan(source, decode, sparse, detector, start=window.decode_start, end=window.decode_end)
+    result = scan_with_signals(source, decode, sparse, detector, start=window.decode_start, end=window.decode_end)
     keep = (result.frames >= window.core_start) & (result.frames < window.core_end)
     reach_lo = (window.core_start + window.decode_start) // 2 if window.decode_start else 0
     reach_hi = (window.core_end + window.decode_end + 1) // 2
@@ -71,7 +72,7 @@ def segment_window(source, window: Window, decode, sparse, detector) -> Scan:
             after = window.decode_end - t["frame"] if window.decode_end > window.core_end else math.inf
             transitions.append(dict(t, context=min(before, after), owned=window.core_start <= t["frame"] < window.core_end))
     return Scan(result.frames[keep], result.distances[keep], transitions, result.decoded, result.error,
-                result.end, result.sparse)
+                result.end, result.sparse, skip=result.skip, signals=cut(result.signals, keep))
 
 
 def stitch(scans: list[Scan], min_gap: int) -> Scan:
@@ -93,7 +94,8 @@ def stitch(scans: list[Scan], min_gap: int) -> Scan:
     error = next((s.error for s in scans if s.error), None)
     end = scans[-1].end if scans else 0
     return Scan(frames, distances, transitions, sum(s.decoded for s in scans), error, end,
-                any(s.sparse for s in scans))
+                any(s.sparse for s in scans), skip=scans[0].skip if scans else "DEFAULT",
+                signals=concatenate([s.signals for s in scans]))
 
 
 def _confirmed(t: dict, i: int, scans: list[Scan], min_gap: int) -> bool:

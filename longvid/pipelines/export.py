@@ -61,6 +61,7 @@ class LlavaExportConfig:
     tokenizer: str = "Qwen/Qwen2-7B-Instruct"  # counts text tokens; the peer's LLMs are Qwen2/2.5 (same tokenizer)
     tokenizer_path: str | None = None  # a local tokenizer folder, tried first (no hub is reached)
     where: str | None = None  # filter over video index columns (e.g. "duration > 60"); clips follow their video
+    semantic_layer: str | None = None  # embedding layer whose dedup-semantic columns `where` may read (e.g. embed/v1)
 
     def check(self) -> None:
         if self.unit not in UNITS:
@@ -101,7 +102,7 @@ def jsonl_name(unit: str, bucket: str) -> str:
 
 def resolve_layers(storage: Storage, refs: list[str]) -> list[str]:
     """The refs to export, checked against the layers present (a clear error names what exists)."""
-    present = list_layers(storage)
+    present = text_layers(storage)
     listing = ", ".join(f"{name}/{v}" for name, versions in present.items() for v in versions) or "none"
     if not refs:
         ambiguous = {name: versions for name, versions in present.items() if len(versions) > 1}
@@ -119,6 +120,19 @@ def resolve_layers(storage: Storage, refs: list[str]) -> list[str]:
         if version not in present.get(layer, []):
             raise ExportError(f"no annotation layer {layer}/{version} in {storage.root} (present: {listing})")
     return [f"{layer}/{version}" for layer, version in parsed]
+
+
+def text_layers(storage: Storage) -> dict[str, list[str]]:
+    """The layers present whose rows are text or JSON turns: embedding layers (vectors) left out."""
+    from ..shards.layers import layer_dir, read_layer_meta
+
+    out: dict[str, list[str]] = {}
+    for name, versions in list_layers(storage).items():
+        kept = [v for v in versions if not storage.exists(f"{layer_dir(name, v)}/layer.json")
+                or read_layer_meta(storage, name, v).get("kind") != "embedding"]  # one small read per version
+        if kept:
+            out[name] = kept
+    return out
 
 
 class ShardAnnotations:
@@ -164,12 +178,19 @@ def shard_groups(index: DatasetIndex) -> Iterator[list[str]]:
         yield names[i:i + GROUP_SHARDS]
 
 
-def read_group_rows(index: DatasetIndex, shards: list[str],
-                    where: pc.Expression | None = None) -> dict[str, tuple[list[dict], list[dict]]]:
+def read_group_rows(index: DatasetIndex, shards: list[str], where: pc.Expression | None = None,
+                    semantic_layer: str | None = None) -> dict[str, tuple[list[dict], list[dict]]]:
     """shard → (its ok videos by key, its clips by key and start), for one group of shards;
-    ``where`` filters the videos (clips of a video filtered out are dropped with it)."""
+    ``where`` filters the videos (clips of a video filtered out are dropped with it), after the
+    ``semantic_layer``'s per-video columns are joined when one is given."""
     videos = index.read_videos(shards, filter=pc.field("status") == "ok")
-    if where is not None:
+    if where is not None and semantic_layer:
+        from ..shards.semantic_columns import read_semantic, with_video_columns
+
+        names = videos.column_names
+        joined = with_video_columns(videos, read_semantic(index.storage, semantic_layer, shards))
+        videos = joined.filter(where).select(names).sort_by([("shard", "ascending"), ("media_offset", "ascending")])
+    elif where is not None:
         videos = videos.filter(where)
     clips = index.read_clips(shards)
     clips = clips.filter(pc.is_in(clips["key"], videos["key"]))
@@ -378,7 +399,7 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
     read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
     layers = resolve_layers(storage, list(config.layers))
     index = open_index(storage)
-    where = _compile_where(config.where)
+    where = _compile_where(config.where, storage, config.semantic_layer)
     ann = ShardAnnotations(storage, layers, key_shard_table(index))
     budget = TextBudget(config.max_text_tokens, config.tokenizer, config.tokenizer_path)
     builder = RecordBuilder(config, budget)
@@ -390,7 +411,7 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
         media = MediaJobs(storage.root, out_dir) if write_media else None
         try:
             for group in shard_groups(index):  # a group's index rows, then shard by shard
-                for shard, (videos, clips) in read_group_rows(index, group, where).items():
+                for shard, (videos, clips) in read_group_rows(index, group, where, config.semantic_layer).items():
                     _export_shard(shard, videos, clips, config, ann, builder, files, media, data_root, missing)
             media_summary = media.finish() if media is not None else None
         except BaseException:
@@ -425,16 +446,26 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
     return summary
 
 
-def _compile_where(text: str | None) -> pc.Expression | None:
-    """The --where filter as an Arrow expression, checked against the video index columns."""
+def _compile_where(text: str | None, storage: Storage | None = None, semantic_layer: str | None = None
+                   ) -> pc.Expression | None:
+    """The --where filter as an Arrow expression, checked against the video index columns (and the
+    semantic layer's per-video columns when --semantic-layer is given)."""
     if not text:
         return None
     from ..shards.index import VIDEO_SCHEMA
+    from ..shards.semantic_columns import VIDEO_COLUMNS, check_semantic
     from ..shards.where import WhereError, check_columns, compile_where
 
+    names = list(VIDEO_SCHEMA.names)
+    if semantic_layer:
+        try:
+            check_semantic(storage, semantic_layer)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ExportError(str(exc)) from None
+        names += VIDEO_COLUMNS
     try:
         where = compile_where(text)
-        check_columns(where, VIDEO_SCHEMA.names, "video index")
+        check_columns(where, names, "video index" + ("" if semantic_layer else " (semantic_* columns need --semantic-layer)"))
     except WhereError as exc:
         raise ExportError(str(exc)) from None
     return where.expression

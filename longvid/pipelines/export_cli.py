@@ -98,6 +98,9 @@ def _register_export(subparsers) -> None:
     parser.add_argument("--where", default=None, metavar="FILTER",
                         help="export only videos whose index row passes, e.g. \"duration > 60 and width >= 640\" "
                              "(their clips follow); never evaluated as code")
+    parser.add_argument("--semantic-layer", default=None, metavar="LAYER/VERSION",
+                        help="an embedding layer whose dedup-semantic result --where can read "
+                             "(semantic_duplicates, semantic_duplicate_share), e.g. embed/v1")
     parser.set_defaults(func=main_export_llava)
     _register_energon(formats)
 
@@ -160,7 +163,7 @@ def main_export_llava(args: argparse.Namespace) -> int:
         layers=list(args.layers), unit=args.unit, stage=args.stage, time_prompt=args.time_prompt,
         data_root=args.data_root, video_read_type=args.video_read_type, sampling_strategy=args.sampling_strategy,
         json_root=args.json_root, max_text_tokens=args.max_text_tokens, tokenizer=args.tokenizer,
-        tokenizer_path=args.tokenizer_path, where=args.where,
+        tokenizer_path=args.tokenizer_path, where=args.where, semantic_layer=args.semantic_layer,
     )
     try:
         summary = run_export_llava(args.dataset, args.out, config)

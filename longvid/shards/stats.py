@@ -88,8 +88,11 @@ def layer_stats(storage: Storage, layer: str, version: str, totals: dict | None 
     producer = meta.get("producer") if isinstance(meta.get("producer"), dict) else {}
     kind = meta.get("kind") or PRODUCER_KINDS.get(producer.get("kind", ""))  # versions from before the registry
     count_words = _words_of(kind)
-    for part in parts:  # the columns needed only, one part at a time
-        table = pq.read_table(f"{base}/{part}", filesystem=fs, columns=["key", "clip_id", "value", "value_type"])
+    # the columns needed only, one part at a time; a layer without text (embeddings) has no value columns
+    names = set(pq.read_schema(f"{base}/{parts[0]}", filesystem=fs).names) if parts else set()
+    columns = [c for c in ("key", "clip_id", "value", "value_type") if c in names or c in ("key", "clip_id")]
+    for part in parts:
+        table = pq.read_table(f"{base}/{part}", filesystem=fs, columns=columns)
         rows += table.num_rows
         video_rows += table["clip_id"].null_count
         videos += pc.count_distinct(table["key"]).as_py()  # a video's rows live in one part

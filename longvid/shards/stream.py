@@ -53,6 +53,9 @@ class SourceSpec:
     name: str = ""  # label in each sample's "source"; empty: dataset[unit,buckets]
     # read-time filter over the unit's index columns (shards/where.py), e.g. "duration > 2"; empty: all
     where: str = ""
+    # LAYER/VERSION of an embedding layer whose `dedup-semantic` result joins the index rows, so the
+    # filter can read semantic_* columns (docs/curation.md); empty: none
+    semantic_layer: str = ""
 
 
 @dataclass
@@ -179,9 +182,9 @@ class ShardStream(IterableDataset):
         label = f"[{unit}" + (":" + ",".join(buckets) if buckets else "") + (f" where {spec.where}" if spec.where
                                                                                else "") + "]"
         spec = SourceSpec(spec.dataset, float(spec.weight), unit, buckets, spec.name or spec.dataset + label,
-                          spec.where)
+                          spec.where, spec.semantic_layer)
         filters = UnitFilters(self.frames_lo, self.frames_hi, list(self.config.layers),
-                              compile_where(spec.where) if spec.where else None)
+                              compile_where(spec.where) if spec.where else None, spec.semantic_layer)
         return SourcePlan(number, spec, unit, self._index(spec.dataset), filters, self.config.seed,
                           self.config.shard_group, self.config.epochs)
 
@@ -194,6 +197,7 @@ class ShardStream(IterableDataset):
             "epochs": self.config.epochs, "even_ranks": self.config.even_ranks,
             "sources": [{"dataset": s.spec.dataset, "unit": s.unit, "buckets": list(s.spec.buckets),
                          "where": s.spec.where, "weight": s.spec.weight, "name": s.spec.name,
+                         **({"semantic_layer": s.spec.semantic_layer} if s.spec.semantic_layer else {}),
                          "planned": len(s), "shards": len(s.shards), "digest": s.digest}
                         for s in self.sources],
         }

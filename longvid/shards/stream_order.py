@@ -27,6 +27,8 @@ from .index import CLIP_SCHEMA, VIDEO_SCHEMA
 from .layers import LAYER_SCHEMA, layer_dir, layer_parts
 from .sampling import BUCKET_LABELS, num_sampled_frames
 from .storage import Storage
+from .semantic_columns import check_semantic, columns_for as semantic_columns, read_semantic, with_clip_columns, \
+    with_video_columns
 from .where import Where, check_columns
 
 log = logging.getLogger("longvid.stream")
@@ -76,6 +78,7 @@ class UnitFilters:
     frames_hi: int
     layers: list[str]
     where: Where | None
+    semantic_layer: str = ""  # LAYER/VERSION whose dedup-semantic columns join the rows (semantic_columns)
 
 
 def _read_if_exists(storage: Storage, path: str) -> bytes | None:
@@ -117,8 +120,12 @@ class SourcePlan:
             digest.update(f"{name}\t{count}\n".encode())
         self.digest = digest.hexdigest()[:16]
         if filters.where is not None:
-            check_columns(filters.where, (VIDEO_SCHEMA if unit == "video" else CLIP_SCHEMA).names,
-                          f"{unit} index of {spec.dataset}")
+            names = list((VIDEO_SCHEMA if unit == "video" else CLIP_SCHEMA).names)
+            if filters.semantic_layer:
+                check_semantic(index.storage, filters.semantic_layer)
+                names += semantic_columns(unit)
+            check_columns(filters.where, names, f"{unit} index of {spec.dataset}"
+                          + ("" if filters.semantic_layer else " (semantic_* columns need a source's semantic_layer)"))
         self.refs = parse_layer_refs(filters.layers)
         self.rows_read = 0  # index rows materialised in this process (memory bound: a few groups)
         self.dropped: dict[str, int] = {}
@@ -247,11 +254,17 @@ class SourcePlan:
         media_cols = ["key", "shard", "media_offset", "media_size", "fps", "num_frames", "duration", "bucket",
                       "status"]
         where = self.filters.where
+        joined_where = where if where is not None and self._semantic_in(where) else None
+        if joined_where is not None:
+            where = None  # applied after the semantic columns are joined (_semantic_filter)
         video_filter = pc.field("status") == "ok"
         if self.unit == "video":
             if where is not None:
                 video_filter = video_filter & where.expression
-            videos = self.index.read_videos(shards, columns=media_cols, filter=video_filter)
+            videos = self.index.read_videos(shards, columns=media_cols + self._where_columns(joined_where, media_cols),
+                                            filter=video_filter)
+            if joined_where is not None:
+                videos = self._semantic_filter(videos, shards, joined_where, with_video_columns)
             rows_read = videos.num_rows
             n = videos.num_rows
             table = pa.table({
@@ -263,9 +276,11 @@ class SourcePlan:
             })
         else:
             videos = self.index.read_videos(shards, columns=media_cols[:6], filter=video_filter)
-            clips = self.index.read_clips(shards, columns=["clip_id", "key", "start", "end", "start_frame",
-                                                           "end_frame", "duration", "bucket"],
+            clip_cols = ["clip_id", "key", "start", "end", "start_frame", "end_frame", "duration", "bucket"]
+            clips = self.index.read_clips(shards, columns=clip_cols + self._where_columns(joined_where, clip_cols),
                                           filter=where.expression if where is not None else None)
+            if joined_where is not None:
+                clips = self._semantic_filter(clips, shards, joined_where, with_clip_columns).select(clip_cols)
             rows_read = videos.num_rows + clips.num_rows
             joined = clips.join(videos.drop_columns(["num_frames"]), keys="key", join_type="inner")
             table = joined.rename_columns(["id" if c == "clip_id" else c for c in joined.column_names])
@@ -282,6 +297,19 @@ class SourcePlan:
             dropped["too short"] = int((~long_enough).sum())
             table = table.filter(pa.array(long_enough))
         return table, rows_read, dropped
+
+    def _semantic_in(self, where: Where) -> bool:
+        return bool(self.filters.semantic_layer) and any(c in semantic_columns(self.unit) for c in where.columns)
+
+    def _where_columns(self, where: Where | None, read: list[str]) -> list[str]:
+        """Index columns a filter applied after the join needs besides ``read``."""
+        extra = semantic_columns(self.unit)
+        return [c for c in (where.columns if where is not None else ()) if c not in read and c not in extra]
+
+    def _semantic_filter(self, table: pa.Table, shards: list[str], where: Where, join) -> pa.Table:
+        """``table`` with the group's semantic columns joined, filtered by ``where``."""
+        joined = join(table, read_semantic(self.index.storage, self.filters.semantic_layer, shards))
+        return joined.filter(where.expression).select(table.column_names)
 
     def _annotations(self, shards: list[str]) -> Annotations:
         """The rows of the asked layer versions for these shards only: parts ``<shard-base>-NNNN``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from longvid.annotators.base import ItemFailed
@@ -96,9 +97,9 @@ def test_windows_with_a_cut_and_a_dissolve_on_edges_stitch_to_one_pass(long_vide
     windowed = assemble(stitched, probe, "v", config)
     assert windowed["transitions"] == one["transitions"]
     assert windowed["shots"] == one["shots"]
-    # keyframes included; the curation signals (motion score, pHashes) come from a dense single pass only
-    curation = ("motion_score", "phash")
-    assert windowed["clips"] == [{k: v for k, v in c.items() if k not in curation} for c in one["clips"]]
+    # keyframes and curation signals (motion score, pHashes from the windows' own frames) included
+    assert windowed["clips"] == one["clips"]
+    assert all("motion_score" in c and "phash" in c for c in windowed["clips"])
     assert windowed["decoded_frames"] > one["decoded_frames"]  # the overlaps were decoded twice
 
 
@@ -191,3 +192,28 @@ def test_plan_windows_balances_rounds_over_the_cores():
     assert all(a.core_end == b.core_start for a, b in zip(balanced, balanced[1:]))
     assert len(plan_windows(frames, 25.0, config, cpus=8)) == 8  # one round
     assert len(plan_windows(100, 25.0, config, cpus=8)) == 1  # short: one window whatever the cores
+
+
+def test_sparse_scan_gives_motion_and_phashes_close_to_a_dense_decode(long_video):
+    """The curation signals of a sparse scan come from its coarse frames: each clip's motion score is
+    near the dense one (per frame of gap) and its keyframe hashes are within the near-duplicate radius
+    of the dense clip's, so a long video still gets its near-duplicate check."""
+    from longvid.annotators.phash import DEFAULT_RADIUS, hamming
+
+    _, truth, probe = long_video
+    dense = segment_video(truth.path, probe, "v", SegmentConfig(detector="fast"))
+    sparse = segment_video(truth.path, probe, "v", SegmentConfig(detector="sparse"))
+    by_id = {c["clip_id"]: c for c in dense["clips"]}
+    compared = 0
+    for clip in sparse["clips"]:
+        other = by_id.get(clip["clip_id"])
+        if other is None or other["start_frame"] != clip["start_frame"]:
+            continue
+        compared += 1
+        assert abs(clip["motion_score"] - other["motion_score"]) <= 0.5 * other["motion_score"] + 0.005
+        if other["phash"]:
+            assert clip["phash"], clip["clip_id"]
+            a = np.array([int(h, 16) for h in clip["phash"]], np.uint64)
+            b = np.array([int(h, 16) for h in other["phash"]], np.uint64)
+            assert hamming(a[:, None], b[None, :]).min() <= DEFAULT_RADIUS
+    assert compared >= len(dense["clips"]) // 2
