@@ -23,6 +23,7 @@ from ..shards.index import read_videos_index
 from ..shards.layers import layer_dir, layer_parts, read_layer, write_layer_meta, write_layer_part
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.storage import Storage
+from ..shards.validate import mark_bad_video_rows
 from .annotate_stages import CaptionClips, CaptionVideosInline, PrepareClipFrames, WriteSummaries
 from .executors import RayExecutor
 from .ingest import RayConfig, connect_ray
@@ -139,6 +140,7 @@ def plan_todo(index: DatasetIndex, names: dict[str, str], planned: dict[str, int
     for path in pc.unique(table["videos_file"]).to_pylist():
         shards = table.filter(pc.equal(table["videos_file"], path))["shard"].to_pylist()
         rows_of_file = index.read_videos(shards, filter=pc.field("status") == "ok")  # one file's shards
+        rows_of_file = mark_bad_video_rows(rows_of_file, index.shards)  # a hostile row fails alone (validate.py)
         for shard in shards:
             rows = rows_of_file.filter(pc.equal(rows_of_file["shard"], shard))
             rows = rows.sort_by("media_offset").slice(0, planned[shard]).to_pylist()  # one shard's rows
