@@ -20,6 +20,14 @@ import pyarrow.compute as pc
 log = logging.getLogger("longvid")
 
 
+class DamagedShard(ValueError):
+    """A shard that cannot be trusted: ``reason_class`` is stable (summaries group by it), ``detail`` says what."""
+
+    def __init__(self, shard: str, reason_class: str, detail: str):
+        super().__init__(f"{reason_class}: {shard}: {detail}")
+        self.shard, self.reason_class, self.detail = shard, reason_class, detail
+
+
 @dataclass(frozen=True)
 class RowLimits:
     """What a plausible row looks like; beyond these a value is hostile or corrupt, not a video."""
@@ -196,5 +204,5 @@ def valid_layer_rows(table: pa.Table, layer: str) -> pa.Table:
     return good
 
 
-__all__ = ["BAD_ROW", "LIMITS", "mark_bad_video_rows", "RowLimits", "clip_row_reasons", "conform_rows", "layer_row_reasons", "merge_reasons", "reason_counts", "split_rows", "valid_layer_rows",
+__all__ = ["BAD_ROW", "DamagedShard", "LIMITS", "mark_bad_video_rows", "RowLimits", "clip_row_reasons", "conform_rows", "layer_row_reasons", "merge_reasons", "reason_counts", "split_rows", "valid_layer_rows",
            "video_row_reasons", "warn_rejected"]
