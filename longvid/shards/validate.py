@@ -41,6 +41,14 @@ class RowLimits:
 LIMITS = RowLimits()
 
 
+_INT_TEXT = r"^\s*[+-]?\d{1,18}\s*$"
+_FLOAT_TEXT = r"^\s*([+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan|infinity))\s*$"
+
+
+def _first_array(values) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
 def _finite(array) -> pa.ChunkedArray:
     return pc.is_finite(pc.cast(array, pa.float64()))
 
@@ -143,12 +151,23 @@ def conform_rows(table: pa.Table, schema: pa.Schema) -> tuple[pa.Table, pa.Array
             columns.append(pa.nulls(table.num_rows, f.type))
             continue
         column = table[f.name]
+        if column.type == f.type:
+            columns.append(column)
+            continue
+        unparsable = None
+        if pa.types.is_string(column.type) and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)):
+            # numbers stored as text (a CSV-fed writer): parse those that are numbers, row by row
+            pattern = _INT_TEXT if pa.types.is_integer(f.type) else _FLOAT_TEXT
+            unparsable = pc.invert(pc.fill_null(pc.match_substring_regex(column, pattern), True))
+            column = pc.if_else(unparsable, pa.scalar(None, column.type), pc.utf8_trim_whitespace(column))
         try:
-            columns.append(column if column.type == f.type else pc.cast(column, f.type))
+            columns.append(pc.cast(column, f.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             columns.append(pa.nulls(table.num_rows, f.type))
-            reasons = pc.if_else(pc.is_null(reasons), pa.scalar(f"wrong_type:{f.name}"), reasons)
-    return pa.Table.from_arrays(columns, schema=schema), reasons
+            unparsable = pa.array([True] * table.num_rows)
+        if unparsable is not None:
+            reasons = pc.if_else(pc.and_(pc.is_null(reasons), unparsable), pa.scalar(f"wrong_type:{f.name}"), reasons)
+    return pa.Table.from_arrays(columns, schema=schema), _first_array(reasons)
 
 
 def merge_reasons(first: pa.Array, second: pa.Array) -> pa.Array:
