@@ -31,7 +31,8 @@ def register(subparsers) -> None:
 
 def main_index(args: argparse.Namespace) -> int:
     from ..shards.compact import update_index
-    from ..shards.dataset import DatasetError, read_dataset_json, write_dataset_json
+    from ..shards.damaged import set_aside_damaged_shards
+    from ..shards.dataset import DamagedDatasetJson, DatasetError, read_dataset_json, write_dataset_json
     from ..shards.storage import Storage
 
     if args.shards_per_file < 1 or args.row_group_rows < 1:
@@ -41,7 +42,13 @@ def main_index(args: argparse.Namespace) -> int:
                            compact_remainder=args.all)
     try:
         storage = Storage.for_uri(args.dataset)
-        read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
+        try:
+            read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
+        except DamagedDatasetJson as exc:  # the index is the truth: dataset.json is rewritten from it below
+            print(f"longvid index: {exc}: rewriting it", file=sys.stderr)
+        _, set_aside = set_aside_damaged_shards(storage)  # damaged shards to quarantine/ (damaged.py)
+        for note in set_aside:
+            print(f"longvid index: set aside {note['shard']}: {note['reason']}", file=sys.stderr)
         report = update_index(storage, config, repair=True)
         meta = write_dataset_json(storage)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
