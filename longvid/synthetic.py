@@ -389,6 +389,79 @@ def random_script(seed: int, seconds: float, fps: int = 25) -> tuple[list[ShotSp
     return shots, transitions
 
 
+# -- rotated phone video ----------------------------------------------------------------------
+# PyAV cannot write a display matrix and no ffmpeg binary is at hand, so a rotated MP4 is made the
+# way a phone's is read: the video track's ``tkhd`` box carries a 3x3 matrix (ISO/IEC 14496-12
+# 8.3.2: nine 32-bit values a b u c d v x y w, 16.16 fixed point except u v w in 2.30) that maps
+# coded pixels to the display: x' = a*x + c*y + tx, y' = b*x + d*y + ty. Phones write the sensor's
+# picture and this matrix; ffmpeg exports it as the frame's display matrix.
+_ONE, _W = 1 << 16, 1 << 30
+_CLOCKWISE_MATRIX = {  # display rotation clockwise → (a, b, c, d); tx/ty keep the picture in view
+    90: (0, _ONE, -_ONE, 0), 180: (-_ONE, 0, 0, -_ONE), 270: (0, -_ONE, _ONE, 0),
+}
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """(type, box start, payload start, box end) of the MP4 boxes in ``data[start:end]``."""
+    pos = start
+    while pos + 8 <= end:
+        size, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            return
+        yield kind, pos, pos + header, pos + size
+        pos += size
+
+
+def set_display_rotation(path: str, clockwise: int) -> None:
+    """Rewrite the video track's ``tkhd`` matrix of the MP4 at ``path`` in place so players show it
+    turned ``clockwise`` degrees (90, 180, 270), as a phone held upright records it. Only the 36
+    matrix bytes change: frames, sizes and timestamps are untouched."""
+    data = bytearray(open(path, "rb").read())
+    a, b, c, d = _CLOCKWISE_MATRIX[clockwise]
+    patched = 0
+    for kind, _, body, end in _boxes(data, 0, len(data)):
+        if kind != b"moov":
+            continue
+        for trak_kind, _, trak_body, trak_end in _boxes(data, body, end):
+            if trak_kind != b"trak":
+                continue
+            for box_kind, box_start, box_body, _ in _boxes(data, trak_body, trak_end):
+                if box_kind != b"tkhd":
+                    continue
+                version = data[box_body]
+                matrix = box_body + 4 + (32 if version == 1 else 20) + 8 + 8  # after times, id, duration, reserved, layer...
+                width = int.from_bytes(data[matrix + 36:matrix + 40], "big") >> 16
+                height = int.from_bytes(data[matrix + 40:matrix + 44], "big") >> 16
+                if not width or not height:
+                    continue  # an audio track
+                tx = height if clockwise == 90 else width if clockwise == 180 else 0
+                ty = width if clockwise == 270 else height if clockwise == 180 else 0
+                values = (a, b, 0, c, d, 0, tx << 16, ty << 16, _W)
+                data[matrix:matrix + 36] = b"".join(v.to_bytes(4, "big", signed=True) for v in values)
+                patched += 1
+    if not patched:
+        raise ValueError(f"{path}: no video track header (tkhd) found to rotate")
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def write_rotated_video(path: str, clockwise: int, width: int = 64, height: int = 48, frames: int = 25,
+                        fps: int = 25) -> None:
+    """A short MP4 whose coded frames have a red top half and a blue bottom half, shown turned
+    ``clockwise`` degrees: upright, the red half is on the right for 90, at the bottom for 180, on
+    the left for 270, and a 90/270 picture is ``height`` wide and ``width`` tall."""
+    picture = np.zeros((height, width, 3), np.uint8)
+    picture[: height // 2, :, 0] = 255
+    picture[height // 2:, :, 2] = 255
+    encode_frames(path, (picture for _ in range(frames)), fps, width, height, gop=12)
+    set_display_rotation(path, clockwise)
+
+
 def write_known_cut_dataset(root: str, videos: list[tuple[str, list[int]]], per_shard: int = 3,
                             clips=None) -> None:
     """A dataset as ``longvid ingest`` writes it (shards, index parts, ``dataset.json``) from

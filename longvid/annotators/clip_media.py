@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import av
 
+from ..shards.streams import rotate_frame
+
 CLIP_ENCODER = "libx264"
 CLIP_ENCODER_OPTIONS = {"crf": "18", "preset": "veryfast"}  # near-lossless, cheap: the trainer resizes anyway
 
@@ -75,17 +77,18 @@ def _encode_spans(media: bytes, spans: list[ClipSpan], tmps: dict[str, str]) -> 
             for index, frame in enumerate(inp.decode(stream)):
                 if index >= last:
                     break
+                upright = _upright(frame)
                 for span in spans:
                     if span.start_frame <= index < span.end_frame:
                         if span.clip_id not in open_outputs:
                             out = av.open(tmps[span.clip_id], "w", format="mp4", options={"movflags": "+faststart"})
                             enc = out.add_stream(CLIP_ENCODER, rate=rate)
-                            enc.width, enc.height, enc.pix_fmt = frame.width, frame.height, "yuv420p"
+                            enc.width, enc.height, enc.pix_fmt = upright.width, upright.height, "yuv420p"
                             enc.time_base = enc.codec_context.time_base = stream.time_base
                             enc.options = dict(CLIP_ENCODER_OPTIONS)
                             open_outputs[span.clip_id] = (out, enc, frame.pts)
                         out, enc, first_pts = open_outputs[span.clip_id]
-                        copy = frame.reformat(format="yuv420p")
+                        copy = upright.reformat(format="yuv420p")
                         copy.pts, copy.time_base = frame.pts - first_pts, stream.time_base
                         out.mux(enc.encode(copy))
                     elif index == span.end_frame and span.clip_id in open_outputs:
@@ -93,6 +96,15 @@ def _encode_spans(media: bytes, spans: list[ClipSpan], tmps: dict[str, str]) -> 
         finally:
             for handle in open_outputs.values():
                 _close(handle)
+
+
+def _upright(frame):
+    """The frame as shown: a re-encoded clip cannot carry its parent's display matrix (the muxer
+    takes it from the stream, not the frames), so a rotated phone video's pixels are turned here."""
+    rotation = int(round(frame.rotation or 0)) % 360
+    if not rotation:
+        return frame
+    return av.VideoFrame.from_ndarray(rotate_frame(frame.to_ndarray(format="rgb24"), rotation), format="rgb24")
 
 
 def _close(handle) -> None:

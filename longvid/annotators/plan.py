@@ -20,6 +20,8 @@ def video_record(item: dict) -> dict:
         "status": STATUS_OK,
         **{k: probe[k] for k in ("duration", "fps", "num_frames", "width", "height", "codec", "container",
                                  "has_audio", "audio_codec", "bytes", "media_ext")},
+        # display rotation, degrees counter-clockwise (probe.py); width/height stay the coded picture's
+        "rotation": int(probe.get("rotation") or 0),
     }
     return {
         "schema_version": SCHEMA_VERSION,

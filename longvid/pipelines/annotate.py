@@ -25,6 +25,7 @@ from ..shards.ledger import Ledger, new_run_id
 from ..shards.lease import DatasetLease, LeaseConfig
 from ..shards.storage import Storage
 from .annotate_commit import PartTracker, commit_part, result_of, retry_plan
+from ..shards.validate import mark_bad_video_rows
 from .executors import RayExecutor
 from .ingest import RayConfig, connect_ray
 from .kinds import LayerKind, ModelPlacement, PipelineConfig, get_kind, load_kinds  # noqa: F401 (PipelineConfig: re-exported)
@@ -165,6 +166,7 @@ def plan_todo(index: DatasetIndex, names: dict[str, str], planned: dict[str, int
     for path in pc.unique(table["videos_file"]).to_pylist():
         shards = table.filter(pc.equal(table["videos_file"], path))["shard"].to_pylist()
         rows_of_file = index.read_videos(shards, filter=pc.field("status") == "ok")  # one file's shards
+        rows_of_file = mark_bad_video_rows(rows_of_file, index.shards)  # a hostile row fails alone (validate.py)
         for shard in shards:
             rows = rows_of_file.filter(pc.equal(rows_of_file["shard"], shard))
             rows = rows.sort_by("media_offset").slice(0, planned[shard]).to_pylist()  # one shard's rows

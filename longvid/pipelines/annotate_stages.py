@@ -21,6 +21,7 @@ from ..annotators.captioners.frames import iter_clip_frames
 from ..annotators.writers import TimelineClip, VideoTimeline, VideoWriter, WriterConfig, written_rows
 from ..shards.reader import read_record
 from ..shards.storage import Storage
+from ..shards.validate import BAD_ROW
 
 def batch_rows(batch: dict) -> list[dict]:
     """A Ray Data numpy batch (column → array) as plain Python rows."""
@@ -43,6 +44,9 @@ def prepare_video(video: dict, storage: Storage, config: CaptionerConfig) -> Ite
     Every clip yields exactly one row (``expected`` = clip count), so the driver knows when the
     video is done even if decoding breaks halfway.
     """
+    if video.get(BAD_ROW):  # its offsets or sizes cannot be trusted: nothing is read or allocated from them
+        yield _failure(video, 1, "index", f"bad_index_row: {video[BAD_ROW]} (video {video['key']} in {video['shard']})")
+        return
     try:
         record = read_record(storage, video["shard"], video["json_offset"], video["json_size"])
         clips = list(record.get("clips", []))
@@ -117,20 +121,24 @@ class WriterActor:
 
     def __call__(self, batch: dict) -> dict:
         videos = batch_rows(batch)
+        good = [v for v in videos if not v.get(BAD_ROW)]  # a hostile index row fails alone (validate.py)
         timelines = [VideoTimeline(v["key"], float(v["duration"]), [TimelineClip(*c) for c in json.loads(v["timeline"])])
-                     for v in videos]
+                     for v in good]
         try:
-            written = self.writer.write(timelines)
+            written = dict(zip((v["key"] for v in good), self.writer.write(timelines) if timelines else []))
         except Exception as exc:  # noqa: BLE001 - the engine broke on this batch: its videos fail
             reason = f"engine error: {type(exc).__name__}: {exc}"
             written = None
         results = []
-        for i, video in enumerate(videos):
+        for video in videos:
             result = {"expected": 1, "rows": [], "failures": [], "num_tokens": 0}
-            if written is None:
+            if video.get(BAD_ROW):
+                result["failures"].append({"stage": "index", "clip_id": None,
+                                           "reason": f"bad_index_row: {video[BAD_ROW]}"})
+            elif written is None:
                 result["failures"].append({"stage": "write", "clip_id": None, "reason": reason})
             else:
-                w = written[i]
+                w = written[video["key"]]
                 result.update(rows=written_rows(w, float(video["duration"]), self.pid), num_tokens=w.num_tokens)
                 result["failures"] = [{"stage": r["task"], "clip_id": None, "reason": r["reason"]} for r in w.rejected]
             results.append({"part": video["part"], "key": video["key"], "result": json.dumps(result)})

@@ -27,6 +27,7 @@ from ..shards.catalog import DatasetIndex, open_index
 from ..shards.layers import read_layer
 from ..shards.sampling import BUCKET_LABELS, STAGES_BY_NAME, num_sampled_frames, time_prompt
 from ..shards.storage import LocalStorage, Storage, is_s3
+from ..shards.validate import clip_row_reasons, reason_counts, split_rows, video_row_reasons, warn_rejected
 from .text_budget import TextBudget
 
 UNITS = ("video", "clip", "both")
@@ -179,10 +180,12 @@ def shard_groups(index: DatasetIndex) -> Iterator[list[str]]:
 
 
 def read_group_rows(index: DatasetIndex, shards: list[str], where: pc.Expression | None = None,
-                    semantic_layer: str | None = None) -> dict[str, tuple[list[dict], list[dict]]]:
+                    semantic_layer: str | None = None,
+                    skipped: dict[str, dict[str, int]] | None = None) -> dict[str, tuple[list[dict], list[dict]]]:
     """shard → (its ok videos by key, its clips by key and start), for one group of shards;
     ``where`` filters the videos (clips of a video filtered out are dropped with it), after the
-    ``semantic_layer``'s per-video columns are joined when one is given."""
+    ``semantic_layer``'s per-video columns are joined when one is given. Hostile rows
+    (validate.py) are left out, named in a warning and counted into ``skipped[unit][reason]``."""
     videos = index.read_videos(shards, filter=pc.field("status") == "ok")
     if where is not None and semantic_layer:
         from ..shards.semantic_columns import read_semantic, with_video_columns
@@ -192,7 +195,10 @@ def read_group_rows(index: DatasetIndex, shards: list[str], where: pc.Expression
         videos = joined.filter(where).select(names).sort_by([("shard", "ascending"), ("media_offset", "ascending")])
     elif where is not None:
         videos = videos.filter(where)
+    sizes = index.shards.filter(pc.is_in(index.shards["shard"], pa.array(shards, pa.string())))
+    videos = _valid_rows(videos, video_row_reasons(videos, sizes.select(["shard", "bytes"])), "video", "key", skipped)
     clips = index.read_clips(shards)
+    clips = _valid_rows(clips, clip_row_reasons(clips), "clip", "clip_id", skipped)
     clips = clips.filter(pc.is_in(clips["key"], videos["key"]))
     out: dict[str, tuple[list[dict], list[dict]]] = {s: ([], []) for s in shards}
     for v in videos.to_pylist():  # bounded: GROUP_SHARDS shards' rows
@@ -200,6 +206,17 @@ def read_group_rows(index: DatasetIndex, shards: list[str], where: pc.Expression
     for c in clips.to_pylist():
         out[c["shard"]][1].append(c)
     return out
+
+
+def _valid_rows(rows: pa.Table, reasons: pa.Array, unit: str, id_column: str,
+                skipped: dict[str, dict[str, int]] | None) -> pa.Table:
+    good, rejected = split_rows(rows, reasons)
+    if rejected.num_rows:
+        warn_rejected(unit, rejected, id_column)
+        counts = skipped.setdefault(unit, {}) if skipped is not None else {}
+        for reason, n in reason_counts(rejected).items():
+            counts[f"bad index row ({reason})"] = counts.get(f"bad index row ({reason})", 0) + n
+    return good
 
 
 def key_shard_table(index: DatasetIndex) -> pa.Table:
@@ -411,7 +428,8 @@ def run_export_llava(dataset: str, out: str, config: LlavaExportConfig, log=prin
         media = MediaJobs(storage.root, out_dir) if write_media else None
         try:
             for group in shard_groups(index):  # a group's index rows, then shard by shard
-                for shard, (videos, clips) in read_group_rows(index, group, where, config.semantic_layer).items():
+                for shard, (videos, clips) in read_group_rows(index, group, where, config.semantic_layer,
+                                                              builder.skipped).items():
                     _export_shard(shard, videos, clips, config, ann, builder, files, media, data_root, missing)
             media_summary = media.finish() if media is not None else None
         except BaseException:

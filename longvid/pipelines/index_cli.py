@@ -40,7 +40,8 @@ def register(subparsers) -> None:
 
 def main_index(args: argparse.Namespace) -> int:
     from ..shards.compact import update_index
-    from ..shards.dataset import DatasetError, read_dataset_json, write_dataset_json
+    from ..shards.damaged import set_aside_damaged_shards
+    from ..shards.dataset import DamagedDatasetJson, DatasetError, read_dataset_json, write_dataset_json
     from ..shards.lease import DatasetLease, LeaseHeldError, LeaseLostError
     from ..shards.ledger import new_run_id
     from ..shards.storage import Storage
@@ -53,10 +54,16 @@ def main_index(args: argparse.Namespace) -> int:
     try:
         command = build_config(IndexCommandConfig, args)
         storage = Storage.for_uri(args.dataset)
-        read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
+        try:
+            read_dataset_json(storage)  # refuse what is not a dataset (or is newer than this code)
+        except DamagedDatasetJson as exc:  # the index is the truth: dataset.json is rewritten from it below
+            print(f"longvid index: {exc}: rewriting it", file=sys.stderr)
         with DatasetLease(storage, new_run_id(), "index", command.lease) as lease:
             if lease.takeover_note():
                 print(lease.takeover_note(), file=sys.stderr)
+            _, set_aside = set_aside_damaged_shards(storage)  # damaged shards to quarantine/ (damaged.py)
+            for note in set_aside:
+                print(f"longvid index: set aside {note['shard']}: {note['reason']}", file=sys.stderr)
             report = update_index(storage, config, repair=True)
             meta = write_dataset_json(storage)
     except (LeaseHeldError, LeaseLostError) as exc:

@@ -33,8 +33,8 @@ from ..shards.catalog import open_index
 from ..shards.compact import update_index
 from ..shards.dataset import finalize
 from ..shards.faults import fault_point
-from ..shards.index import repair_index_parts
 from ..shards.lease import DatasetLease, LeaseConfig
+from ..shards.damaged import set_aside_damaged_shards
 from ..shards.ledger import Ledger, new_run_id
 from ..shards.schema import STATUS_FAILED, STATUS_OK, video_id_for
 from ..shards.repair import drop_content_duplicates, drop_duplicate_keys
@@ -161,6 +161,8 @@ class IngestSummary:
     video_seconds: float = 0.0
     clips: int = 0
     shards_written: int = 0
+    quarantined: int = 0  # damaged shards set aside at resume (quarantine/, a ledger row each)
+    quarantine_reasons: Counter = field(default_factory=Counter)  # reason class → shards
     wall_s: float = 0.0
     dataset: dict = field(default_factory=dict)
     captions: dict = field(default_factory=dict)  # the caption step's annotate summary (caption.enabled)
@@ -174,6 +176,7 @@ class IngestSummary:
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["failures"] = dict(self.failures)
+        d["quarantine_reasons"] = dict(self.quarantine_reasons)
         return d
 
     def format(self) -> str:
@@ -184,6 +187,10 @@ class IngestSummary:
             f"  ingested {self.video_seconds / 3600:.3f} h of video ({self.video_seconds:.1f} s) · {self.clips} clips · "
             f"{self.shards_written} new shards · {rate:.1f} video-seconds/s",
         ]
+        if self.quarantined:
+            why = ", ".join(f"{r} ×{n}" for r, n in self.quarantine_reasons.most_common())
+            lines.append(f"  {self.quarantined} damaged shard(s) quarantined ({why}); their sources were re-ingested "
+                         "where the manifest lists them")
         for reason, n in self.failures.most_common():
             example = self.examples.get(reason, "")
             lines.append(f"  failed ×{n}: {reason}" + (f" (e.g. {example[:200]})" if example and example != reason else ""))
@@ -263,15 +270,12 @@ def _committed_state(storage: Storage, ledger: Ledger, manifest_keys: list[str],
     """(sha256 → key of every committed video, the manifest's keys already committed, next shard
     number, the clip index's ``clip_id``/``key``/``phash`` columns when ``hashes`` else None).
 
-    Brings the shard table up to date first (incremental: only parts a killed run left behind are
-    read), then scans the index's ``key`` and ``sha256`` columns only. The committed check is an
+    Runs after :func:`_set_aside_damaged` (which rebuilt the parts a killed run left behind and
+    brought the shard table up to date), then scans the index's ``key`` and ``sha256`` columns only. The committed check is an
     Arrow ``is_in`` of the manifest's keys against the index keys, so the set it returns is bounded
     by the manifest. The sha256 → key dict is what the shared ``IngestState`` holds: one entry per
     committed video (the next bottleneck at corpus scale; see docs/index.md).
     """
-    repaired = repair_index_parts(storage)
-    if repaired:
-        log.warning("rebuilt index parts of %d shard(s) committed by a killed run", len(repaired))
     _drop_duplicates(storage, ledger)
     index = open_index(storage)
     videos = index.videos_dataset().to_table(columns=["key", "sha256"])
@@ -281,6 +285,20 @@ def _committed_state(storage: Storage, ledger: Ledger, manifest_keys: list[str],
     numbers = _shard_numbers(storage)
     clips = index.clips_dataset().to_table(columns=["clip_id", "key", "phash"]) if hashes else None
     return owners, committed, (max(numbers) + 1 if numbers else 0), clips
+
+
+def _set_aside_damaged(storage: Storage, ledger: Ledger, summary: "IngestSummary") -> None:
+    """Damaged shards go to ``quarantine/`` with a ledger row each (stage ``repair``), their index
+    rows dropped, so their sources count as not committed and are ingested again (damaged.py)."""
+    _, notes = set_aside_damaged_shards(storage)
+    for note in notes:
+        ledger.add(video_id=None, status=STATUS_FAILED, action="quarantined", stage="repair", reason=note["reason"],
+                   shard=note["shard"])
+        for key in note["keys"]:
+            ledger.add(video_id=key, status=STATUS_FAILED, action="quarantined", stage="repair",
+                       reason=note["reason"], shard=note["shard"])
+    summary.quarantined += len(notes)
+    summary.quarantine_reasons.update(n["reason_class"] for n in notes)
 
 
 def _plan_sources(manifest: Manifest, committed: set[str], ledger: Ledger, summary: IngestSummary) -> list[dict]:
@@ -352,6 +370,7 @@ def _ingest(storage: Storage, sources: Manifest, out: str, config: IngestConfig,
         print(f"[longvid] {lease.takeover_note()}", file=log_stream, flush=True)
     summary.sources = sources.num_rows
     manifest_keys = [video_id_for(u) for u in sources.table()["url"].to_pylist() if u]
+    _set_aside_damaged(storage, ledger, summary)
     owners, committed, next_shard, clips = _committed_state(storage, ledger, manifest_keys,
                                                             config.near_duplicates.enabled)
     todo = _plan_sources(sources, committed, ledger, summary)

@@ -286,8 +286,32 @@ class DatasetIndex:
         sort_cols = [name for name, _ in order]
         wanted = list(columns) if columns is not None else schema.names
         read_cols = wanted + [c for c in sort_cols if c not in wanted]
-        table = self._dataset(files, schema).to_table(columns=read_cols, filter=predicate)
+        try:
+            table = self._dataset(files, schema).to_table(columns=read_cols, filter=predicate)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            table = self._read_drifted(files, schema, read_cols, predicate, exc)
         return table.sort_by(order).select(wanted)
+
+    def _read_drifted(self, files: list[str], schema: pa.Schema, columns: list[str], predicate, exc) -> pa.Table:
+        """A file whose stored types do not cast (schema drift, a hostile part): read these files one
+        by one; a column that will not cast is null in that file's rows, which the readers' row
+        checks (validate.py) then reject by name. Bounded: the files of one read."""
+        from .validate import conform_rows
+
+        tables = []
+        for path in sorted(files):
+            try:
+                stored = pq.read_table(io.BytesIO(self.storage.read_bytes(path)))
+            except pa.ArrowInvalid as bad:  # not Parquet at all: its rows are skipped, the file named
+                log.warning("%s is not a readable index file (%s); its rows are skipped: %s",
+                            self.storage.uri(path), bad, REINDEX_HINT)
+                continue
+            table, reasons = conform_rows(stored.replace_schema_metadata(None), schema)
+            if reasons.null_count < len(reasons):
+                log.warning("%s: %s; its rows are read with that column null (%s)", self.storage.uri(path),
+                            reasons.drop_null()[0].as_py(), exc)
+            tables.append(table.filter(predicate).select(columns))
+        return pa.concat_tables(tables) if tables else schema.empty_table().select(columns)
 
     def read_videos(self, shards, columns: list[str] | None = None, filter: pc.Expression | None = None) -> pa.Table:
         """Video rows of ``shards``, sorted by (shard, key)."""

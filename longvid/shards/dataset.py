@@ -26,13 +26,20 @@ class DatasetError(ValueError):
     pass
 
 
+class DamagedDatasetJson(DatasetError):
+    """``dataset.json`` exists but is not JSON or has wrong types: ``longvid index`` rewrites it."""
+
+
+REWRITE_HINT = "run `longvid index DATASET` to rewrite it from the index (or rerun `longvid ingest`)"
+
+
 def read_dataset_json(storage: Storage) -> dict:
     if not storage.exists(DATASET_JSON):
         raise DatasetError(f"{storage.root} is not a LongVid dataset (no {DATASET_JSON})")
     try:
         meta = json.loads(storage.read_bytes(DATASET_JSON))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{storage.uri(DATASET_JSON)} is not valid JSON ({exc}); rerun ingest to rewrite it") from None
+        raise DamagedDatasetJson(f"{storage.uri(DATASET_JSON)} is not valid JSON ({exc}); {REWRITE_HINT}") from None
     check_dataset_json(meta, storage.uri(DATASET_JSON))
     if meta.get("schema_version", 0) > SCHEMA_VERSION:
         raise DatasetError(
@@ -42,8 +49,8 @@ def read_dataset_json(storage: Storage) -> dict:
 
 
 def _bad(where: str, field: str, want: str, value) -> DatasetError:
-    return DatasetError(f"{where}: field {field!r} should be {want}, found {type(value).__name__} {value!r:.60}; "
-                        "rerun `longvid ingest` on the dataset to rewrite it")
+    return DamagedDatasetJson(f"{where}: field {field!r} should be {want}, found {type(value).__name__} "
+                              f"{value!r:.60}; {REWRITE_HINT}")
 
 
 def check_dataset_json(meta, where: str) -> None:

@@ -165,11 +165,14 @@ def write_index_part(storage: Storage, shard: CommittedShard, records: dict[str,
     storage.write_bytes(vpath, _parquet_bytes(video_rows, VIDEO_SCHEMA, meta))  # last: marks the part whole
 
 
-def rebuild_index_part(storage: Storage, shard: str) -> None:
-    """Recreate a shard's index part by reading the shard (JSON members, offsets from headers)."""
+def scan_shard(storage: Storage, shard: str) -> tuple[list[WrittenSample], dict[str, dict]]:
+    """Every sample of ``shard`` with its member locations and parsed record, checked as it is read:
+    regular members with safe names only, each sample a record plus media, records that are JSON
+    objects. Raises :class:`~longvid.shards.validate.DamagedShard` (a stable reason class) otherwise."""
     import tarfile
 
-    from .reader import split_member_name
+    from .reader import UnsafeMemberError, split_member_name
+    from .validate import DamagedShard
     from .writer import MemberLocation
 
     samples: dict[str, WrittenSample] = {}
@@ -178,15 +181,64 @@ def rebuild_index_part(storage: Storage, shard: str) -> None:
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                key, ext = split_member_name(member.name)
+                if not member.isreg():
+                    kind = "symlink" if member.issym() else "hardlink" if member.islnk() else "non-file"
+                    raise DamagedShard(shard, "unsafe_member", f"member {member.name!r} is a {kind}")
+                try:
+                    key, ext = split_member_name(member.name)
+                except UnsafeMemberError as exc:
+                    raise DamagedShard(shard, "unsafe_member", str(exc)) from None
                 sample = samples.setdefault(key, WrittenSample(key=key, shard=shard, members={}))
                 sample.members[ext] = MemberLocation(member.name, member.offset_data, member.size)
                 if ext == "json":
-                    records[key] = json.loads(tar.extractfile(member).read())
+                    try:
+                        records[key] = json.loads(tar.extractfile(member).read())
+                    except (ValueError, UnicodeDecodeError) as exc:
+                        raise DamagedShard(shard, "bad_record", f"{member.name} is not JSON ({exc})") from None
+                    if not isinstance(records[key], dict):
+                        raise DamagedShard(shard, "bad_record", f"{member.name} is not a JSON object")
+    except (tarfile.TarError, EOFError) as exc:
+        raise DamagedShard(shard, "not_a_tar", f"unreadable tar ({exc})") from None
     finally:
         stream.close()
-    committed = CommittedShard(name=shard, bytes=storage.size(shard), samples=list(samples.values()))
-    write_index_part(storage, committed, records)
+    for sample in samples.values():
+        if "json" not in sample.members or len(sample.members) < 2:
+            raise DamagedShard(shard, "incomplete_sample", f"sample {sample.key} has members {sorted(sample.members)}")
+    return list(samples.values()), records
+
+
+def check_shard_rows(shard: str, samples: list[WrittenSample], records: dict[str, dict],
+                     shard_bytes: int) -> tuple[pa.Table, pa.Table]:
+    """The index rows of a scanned shard, every one validated (types by the schemas, values by
+    :mod:`validate`); the first bad record raises :class:`DamagedShard` naming its key and field."""
+    from .validate import DamagedShard, clip_row_reasons, video_row_reasons
+
+    video_rows, clip_rows = [], []
+    for sample in samples:
+        try:
+            vrow, crows = index_rows(records[sample.key], sample)
+            videos = pa.Table.from_pylist([vrow], schema=VIDEO_SCHEMA)
+            clips = pa.Table.from_pylist(crows, schema=CLIP_SCHEMA)
+        except (KeyError, TypeError, AttributeError, ValueError, StopIteration, pa.ArrowException) as exc:
+            raise DamagedShard(shard, "bad_record", f"record of {sample.key}: {type(exc).__name__}: {exc}") from None
+        sizes = pa.table({"shard": [shard], "bytes": pa.array([shard_bytes], pa.int64())})
+        for kind, reasons in (("video", video_row_reasons(videos, sizes)), ("clip", clip_row_reasons(clips))):
+            if reasons.null_count < len(reasons):
+                bad = reasons.drop_null()[0].as_py()
+                raise DamagedShard(shard, "bad_record", f"record of {sample.key}: {kind} row fails {bad}")
+        video_rows.append(videos)
+        clip_rows.append(clips)
+    return (pa.concat_tables(video_rows) if video_rows else VIDEO_SCHEMA.empty_table(),
+            pa.concat_tables(clip_rows) if clip_rows else CLIP_SCHEMA.empty_table())
+
+
+def rebuild_index_part(storage: Storage, shard: str) -> None:
+    """Recreate a shard's index part by reading the shard (JSON members, offsets from headers);
+    a shard that fails :func:`scan_shard` or :func:`check_shard_rows` raises ``DamagedShard``."""
+    samples, records = scan_shard(storage, shard)
+    size = storage.size(shard)
+    check_shard_rows(shard, samples, records, size)
+    write_index_part(storage, CommittedShard(name=shard, bytes=size, samples=samples), records)
 
 
 def committed_shards(storage: Storage) -> list[str]:

@@ -126,8 +126,11 @@ def read_layer(storage: Storage, layer: str, version: str) -> pa.Table:
     parts = layer_parts(storage, layer, version)
     if not parts:
         raise FileNotFoundError(f"no annotation layer {layer}/{version} in {storage.root}")
-    tables = [pq.read_table(io.BytesIO(storage.read_bytes(p))) for p in parts]
-    return pa.concat_tables(tables).cast(LAYER_SCHEMA)
+    from .validate import valid_layer_rows  # hostile or drifted rows are left out and named, never fatal
+
+    tables = [valid_layer_rows(pq.read_table(io.BytesIO(storage.read_bytes(p))), f"{layer}/{version} part {p}")
+              for p in parts]
+    return pa.concat_tables(tables)
 
 
 def write_layer_meta(storage: Storage, layer: str, version: str, meta: dict) -> None:

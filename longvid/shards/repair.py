@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from .index import PARTS_DIR, part_paths, rebuild_index_part
 from .layers import ANNOTATIONS_DIR, LAYER_SCHEMA
 from .reader import split_member_name
-from .storage import Storage, local_scratch_dir
+from .storage import LocalStorage, Storage, local_scratch_dir
 from .writer import shard_number
 
 QUARANTINE_DIR = "quarantine"
@@ -50,8 +50,13 @@ def duplicate_keys(videos: pa.Table) -> dict[str, list[str]]:
 
 
 def quarantine(storage: Storage, path: str) -> str:
-    """Move ``path`` under ``quarantine/`` (copy, then delete); returns the new path."""
+    """Move ``path`` under ``quarantine/`` (copy, then delete); returns the new path. A local
+    symbolic link is moved as the link itself: what it points at is never read or copied."""
     target = f"{QUARANTINE_DIR}/{path}"
+    if isinstance(storage, LocalStorage) and os.path.islink(storage.uri(path)):
+        os.makedirs(os.path.dirname(storage.uri(target)), exist_ok=True)
+        os.replace(storage.uri(path), storage.uri(target))
+        return target
     local = os.path.join(local_scratch_dir(), f"{uuid.uuid4().hex}.quarantine")
     stream = storage.open_read(path)
     try:

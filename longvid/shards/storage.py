@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -82,6 +83,12 @@ class Storage:
 
     def list(self, prefix: str) -> list[str]:
         """Relative paths of the files directly or indirectly under ``prefix``, sorted."""
+        raise NotImplementedError
+
+    def list_entries(self, prefix: str) -> list[tuple[str, int, bool, float]]:
+        """(path, size in bytes, is a symbolic link, modification time) of what :meth:`list` returns,
+        from the listing itself (S3's list pages carry size and LastModified; locally one ``lstat``
+        each, which never follows a link)."""
         raise NotImplementedError
 
     def delete(self, path: str) -> None:
@@ -163,6 +170,13 @@ class LocalStorage(Storage):
             if p.is_file() and not p.name.startswith("."):
                 out.append(p.relative_to(self.root).as_posix())
         return sorted(out)
+
+    def list_entries(self, prefix: str) -> list[tuple[str, int, bool, float]]:
+        out = []
+        for path in self.list(prefix):
+            st = os.lstat(self._path(path))
+            out.append((path, st.st_size, stat.S_ISLNK(st.st_mode), st.st_mtime))
+        return out
 
     def delete(self, path: str) -> None:
         self._path(path).unlink(missing_ok=True)
@@ -289,6 +303,17 @@ class S3Storage(Storage):
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
             for obj in page.get("Contents", []):
                 out.append(obj["Key"][strip:])
+        return sorted(out)
+
+    def list_entries(self, prefix: str) -> list[tuple[str, int, bool, float]]:
+        full = self._key(prefix) if prefix else self.prefix
+        if full and not full.endswith("/"):
+            full += "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        out = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            out.extend((obj["Key"][strip:], int(obj["Size"]), False, obj["LastModified"].timestamp())
+                       for obj in page.get("Contents", []))
         return sorted(out)
 
     def delete(self, path: str) -> None:

@@ -24,11 +24,13 @@ import pyarrow.parquet as pq
 
 from .conversation import Annotations, clip_turns, parse_layer_refs, video_turns
 from .index import CLIP_SCHEMA, VIDEO_SCHEMA
-from .layers import LAYER_SCHEMA, layer_dir, layer_parts
+from .layers import layer_dir, layer_parts
 from .sampling import BUCKET_LABELS, num_sampled_frames
 from .storage import Storage
 from .semantic_columns import check_semantic, columns_for as semantic_columns, read_semantic, with_clip_columns, \
     with_video_columns
+from .validate import (clip_row_reasons, reason_counts, split_rows, valid_layer_rows, video_row_reasons,
+                       warn_rejected)
 from .where import Where, check_columns
 
 log = logging.getLogger("longvid.stream")
@@ -258,6 +260,7 @@ class SourcePlan:
         if joined_where is not None:
             where = None  # applied after the semantic columns are joined (_semantic_filter)
         video_filter = pc.field("status") == "ok"
+        bad: dict[str, int] = {}  # hostile rows (validate.py) by reason: skipped, counted, never fatal
         if self.unit == "video":
             if where is not None:
                 video_filter = video_filter & where.expression
@@ -266,6 +269,7 @@ class SourcePlan:
             if joined_where is not None:
                 videos = self._semantic_filter(videos, shards, joined_where, with_video_columns)
             rows_read = videos.num_rows
+            videos = self._valid(videos, shards, bad)
             n = videos.num_rows
             table = pa.table({
                 "id": videos["key"], "key": videos["key"], "shard": videos["shard"],
@@ -282,12 +286,13 @@ class SourcePlan:
             if joined_where is not None:
                 clips = self._semantic_filter(clips, shards, joined_where, with_clip_columns).select(clip_cols)
             rows_read = videos.num_rows + clips.num_rows
+            videos, clips = self._valid(videos, shards, bad), self._valid(clips, None, bad)
             joined = clips.join(videos.drop_columns(["num_frames"]), keys="key", join_type="inner")
             table = joined.rename_columns(["id" if c == "clip_id" else c for c in joined.column_names])
         if self.spec.buckets:
             table = table.filter(pc.is_in(table["bucket"], value_set=pa.array(self.spec.buckets, pa.string())))
         table = table.select(UNIT_COLUMNS).sort_by([("shard", "ascending"), ("id", "ascending")])
-        dropped: dict[str, int] = {}
+        dropped: dict[str, int] = {f"bad index row ({reason})": n for reason, n in bad.items()}
         vlen = pc.subtract(table["end_frame"], table["start_frame"]).to_numpy(zero_copy_only=False)
         fps = table["fps"].to_numpy(zero_copy_only=False)
         lo, hi = self.filters.frames_lo, self.filters.frames_hi
@@ -311,6 +316,22 @@ class SourcePlan:
         joined = join(table, read_semantic(self.index.storage, self.filters.semantic_layer, shards))
         return joined.filter(where.expression).select(table.column_names)
 
+    def _valid(self, rows: pa.Table, shards: list[str] | None, bad: dict[str, int]) -> pa.Table:
+        """``rows`` without the hostile ones (video rows when ``shards`` is given: their byte ranges
+        are checked against those shards' sizes), counted into ``bad`` and named in a warning."""
+        if shards is not None:
+            sizes = self.index.shards.filter(pc.is_in(self.index.shards["shard"], pa.array(shards, pa.string())))
+            reasons = video_row_reasons(rows, sizes.select(["shard", "bytes"]))
+        else:
+            reasons = clip_row_reasons(rows)
+        good, rejected = split_rows(rows, reasons)
+        if rejected.num_rows:
+            for reason, n in reason_counts(rejected).items():
+                bad[reason] = bad.get(reason, 0) + n
+            warn_rejected("video" if shards is not None else "clip", rejected,
+                          "key" if shards is not None else "clip_id")
+        return good
+
     def _annotations(self, shards: list[str]) -> Annotations:
         """The rows of the asked layer versions for these shards only: parts ``<shard-base>-NNNN``."""
         tables = []
@@ -324,7 +345,7 @@ class SourcePlan:
                     if data is None:
                         break
                     found = True
-                    tables.append(pq.read_table(io.BytesIO(data)).cast(LAYER_SCHEMA).select(
+                    tables.append(valid_layer_rows(pq.read_table(io.BytesIO(data)), f"{layer}/{version}").select(
                         ["key", "clip_id", "start", "end", "value", "value_type"]))
             if not found:
                 self._check_layer_naming(layer, version)

@@ -35,4 +35,6 @@ def test_part_names_from_the_shard_table_equal_planning_over_every_row(index, vi
     done = set(list(want)[::2])  # a resumed run: every other part committed
     todo = plan_todo(index, names, planned, done, videos_per_part)
     assert sorted(todo) == sorted(set(want) - done)
+    # planned rows carry validate.py's bad_row reason (None: a good row) for the stages to fail on
+    assert all(r.pop("bad_row", "missing") is None for name in todo for r in todo[name])
     assert all(todo[name] == want[name] for name in todo)

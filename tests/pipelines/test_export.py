@@ -280,3 +280,28 @@ def test_without_layer_flags_every_single_version_layer_is_used_and_two_versions
     write_layer_part(LocalStorage(copy), "caption", "v2", "part-0", [])
     assert main(["export", "llava", copy, "--out", str(tmp_path / "two")]) == 2
     assert "choose with --layer caption/VERSION" in capsys.readouterr().err
+
+
+def test_hostile_index_rows_are_skipped_counted_and_named_not_fatal(dataset, exported, tmp_path, capsys, caplog):
+    import shutil
+
+    from tests.shards.hostile_index import set_value
+
+    root = str(tmp_path / "ds")
+    shutil.copytree(dataset["out"], root)
+    short = dataset["videos"][dataset["sources"]["short"]]
+    set_value(root, short["shard"], "videos", "key", short["key"], "media_size", 10 ** 12)
+    long_clip = next(c for c in dataset["clips"] if c["key"] == dataset["key"]["long"]
+                     and c["clip_id"] not in dataset["uncaptioned"])
+    set_value(root, long_clip["shard"], "clips", "clip_id", long_clip["clip_id"], "start", float("nan"))
+    out = tmp_path / "out"
+    rc = main(["export", "llava", root, "--out", str(out), "--layer", "caption/v1", "--layer", "writer/v1",
+               "--data-root", exported])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "skipped 1 video record(s): bad index row (media_outside_shard)" in printed
+    assert "skipped 1 clip record(s): bad index row (bad_times)" in printed
+    ids = [r["id"] for p in out.glob("*.jsonl") for r in read_jsonl(str(p))]
+    assert ids and not [i for i in ids if i.startswith(short["key"])] and long_clip["clip_id"] not in ids
+    assert [i for i in ids if i.startswith(dataset["key"]["long"])]  # the rest of the bad clip's video goes on
+    assert short["key"] in caplog.text and long_clip["clip_id"] in caplog.text
