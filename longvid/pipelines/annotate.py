@@ -293,12 +293,15 @@ def update_dataset_layers(storage: Storage) -> dict:
     return meta
 
 
-def run_annotate(dataset: str, config, log=print) -> dict:
+def run_annotate(dataset: str, config, log=print, lease_held: bool = False) -> dict:
     """Annotate ``dataset`` into ``config.layer``/``config.version``; returns the run's summary.
-    Holds the dataset lease (docs/lease.md) from before its first write to its end."""
+    Holds the dataset lease (docs/lease.md) from before its first write to its end, unless the
+    caller already holds it (``lease_held``: ingest's caption step, inside the ingest's lease)."""
     storage = Storage.for_uri(dataset)
     read_dataset_json(storage)  # refuse what is not a dataset before leaving a lease in it
     run_id = new_run_id()
+    if lease_held:
+        return _annotate(dataset, config, log, run_id)
     with DatasetLease(storage, run_id, "annotate", config.lease) as lease:
         if lease.takeover_note():
             log(lease.takeover_note())

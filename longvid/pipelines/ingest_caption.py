@@ -13,11 +13,12 @@ from .ingest import IngestConfig
 
 def caption_dataset(out: str, config: IngestConfig, log) -> dict:
     """Caption every clip of the dataset at ``out`` into ``config.caption.layer``/``version``;
-    returns annotate's run summary (parts already captioned by an earlier run are skipped)."""
+    returns annotate's run summary (parts already captioned by an earlier run are skipped).
+    Called by ingest while it holds the dataset's lease."""
     from .annotate import AnnotateConfig, AnnotateStagesConfig, run_annotate
 
     c = config.caption
     stages = AnnotateStagesConfig(prepare=config.stages.caption_frames, caption=config.stages.caption)
     annotate = AnnotateConfig(layer=c.layer, version=c.version, kind="caption", captioner=c.captioner,
                               pipeline=c.pipeline, ray=config.ray, stages=stages)
-    return run_annotate(out, annotate, log=log)
+    return run_annotate(out, annotate, log=log, lease_held=True)  # within the ingest's own lease

@@ -219,25 +219,22 @@ class LocalStorage(Storage):
             return data, hashlib.sha256(data).hexdigest()
 
     def replace_if_version(self, path: str, data: bytes, version: str) -> bool:
-        with self._locked(path) as target:
-            try:
-                current = target.read_bytes()
-            except FileNotFoundError:
-                return False
-            if hashlib.sha256(current).hexdigest() != version:
-                return False
-            self.write_bytes(path, data)  # temporary name + rename: never seen half-written
-            return True
+        return self._if_version(path, version, lambda target: self.write_bytes(path, data), missing=False)
 
     def delete_if_version(self, path: str, version: str) -> bool:
+        return self._if_version(path, version, lambda target: target.unlink(), missing=True)
+
+    def _if_version(self, path: str, version: str, action, missing: bool) -> bool:
+        """Run ``action(target)`` under the lock only if ``path`` still has content hash ``version``;
+        ``missing`` is the answer when it is gone. (write_bytes: temporary name + rename, never half-written.)"""
         with self._locked(path) as target:
             try:
                 current = target.read_bytes()
             except FileNotFoundError:
-                return True
+                return missing
             if hashlib.sha256(current).hexdigest() != version:
                 return False
-            target.unlink()
+            action(target)
             return True
 
 

@@ -6,6 +6,8 @@ random Idefics3 built in the test. Assert structure and counts, never words."""
 
 from __future__ import annotations
 
+import os
+
 from longvid.annotators.captioners import CaptionerConfig, SamplingConfig
 from longvid.pipelines.ingest import IngestCaptionConfig, build_stages, run_ingest
 from longvid.pipelines.kinds import ModelPlacement, PipelineConfig, get_kind
@@ -30,7 +32,8 @@ def test_ingest_with_caption_stage(ray_session, tmp_path, tmp_path_factory):
     )
     assert not any(s.name.startswith("caption") for s in build_stages(config, "x"))  # one wiring: the kind's
     out = str(tmp_path / "ds")
-    summary = run_ingest(manifest, out, config)
+    summary = run_ingest(manifest, out, config)  # its caption step runs inside the ingest's own lease
+    assert not os.path.exists(os.path.join(out, "_lease.json"))  # released at the end
     assert (summary.written, summary.failed) == (3, 1)
     storage = LocalStorage(out)
     layer = read_layer(storage, "caption", "ingest-v1").to_pylist()

@@ -56,7 +56,8 @@ def test_threads_racing_one_wins(storage):
     results, start = [], threading.Barrier(6)
 
     def take(i):
-        lease = DatasetLease(storage, f"run-{i}", "ingest", FAST)
+        # not FAST: staleness plays no part in a race, and a loaded machine can starve a 0.15 s heartbeat
+        lease = DatasetLease(storage, f"run-{i}", "ingest", LeaseConfig(stale_after_s=60))
         start.wait()
         try:
             lease.acquire()

@@ -85,6 +85,10 @@ class ModelPlacement:
     prepare_stage: bool  # decode in CPU tasks before the model (kinds that decode media)
     prepare_cpus: float  # CPUs per preparation task
 
+    def model_stage(self) -> dict:
+        """The keyword arguments every model stage takes: its actors' resources and batch size."""
+        return dict(num_cpus=self.num_cpus, num_gpus=self.num_gpus, actors=self.actors, batch_size=self.batch_size)
+
 
 # JSON fields that are references, not written text: left out of a layer's word count
 _JSON_REFS = (r'"(task|scope|value_type)":\s*"[^"]*"|"(evidence_clip_ids|evidence_spans|clip_id|clip_ids|segment|'

@@ -39,8 +39,7 @@ class CaptionKind(LayerKind):
         return Captioner(settings).producer()
 
     def stages(self, settings: CaptionerConfig, storage: Storage, placement: ModelPlacement) -> list:
-        model = dict(num_cpus=placement.num_cpus, num_gpus=placement.num_gpus, actors=placement.actors,
-                     batch_size=placement.batch_size)
+        model = placement.model_stage()
         if not placement.prepare_stage:
             return [CaptionVideosInline(storage, settings, **model)]
         return [PrepareClipFrames(storage, settings, placement.prepare_cpus), CaptionClips(settings, **model)]

@@ -58,8 +58,7 @@ class EmbeddingKind(LayerKind):
     def stages(self, settings: EncoderConfig, storage: Storage, placement: ModelPlacement) -> list:
         settings = self._resolved(settings)
         return [PrepareKeyframes(storage, settings, placement.prepare_cpus),
-                EmbedClips(settings, num_cpus=placement.num_cpus, num_gpus=placement.num_gpus,
-                           actors=placement.actors, batch_size=placement.batch_size)]
+                EmbedClips(settings, **placement.model_stage())]
 
     def words(self, table: pa.Table) -> int:
         return 0  # vectors, not text

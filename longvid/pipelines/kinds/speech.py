@@ -91,8 +91,7 @@ class SpeechKind(LayerKind):
         return SpeechTranscriber(settings).producer()
 
     def stages(self, settings: SpeechConfig, storage: Storage, placement: ModelPlacement) -> list:
-        model = dict(num_cpus=placement.num_cpus, num_gpus=placement.num_gpus, actors=placement.actors,
-                     batch_size=placement.batch_size)
+        model = placement.model_stage()
         if not placement.prepare_stage:
             return [Transcribe(settings, storage, **model)]
         return [PrepareAudio(storage, placement.prepare_cpus), Transcribe(settings, None, **model)]

@@ -103,5 +103,4 @@ class WriterKind(LayerKind):
                 for v in videos]
 
     def stages(self, settings: WriterConfig, storage: Storage, placement: ModelPlacement) -> list:
-        return [WriteSummaries(settings, num_cpus=placement.num_cpus, num_gpus=placement.num_gpus,
-                               actors=placement.actors, batch_size=placement.batch_size)]
+        return [WriteSummaries(settings, **placement.model_stage())]
