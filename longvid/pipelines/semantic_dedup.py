@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..shards.embeddings import embedding_dataset, vectors
-from ..shards.layers import layer_dir, read_layer_meta
+from ..shards.layers import layer_dir, read_layer_meta, split_layer_ref
 from ..shards.semantic_columns import RESULT_SCHEMA, SEMANTIC_DIR
 from ..shards.storage import Storage
 from .ingest import RayConfig, connect_ray
@@ -47,10 +47,10 @@ class SemanticDedupError(ValueError):
 
 
 def split_layer(value: str) -> tuple[str, str]:
-    layer, _, version = (value or "").partition("/")
-    if not layer or not version:
-        raise SemanticDedupError(f"--layer must be LAYER/VERSION of an embedding layer (e.g. embed/v1), got {value!r}")
-    return layer, version
+    try:
+        return split_layer_ref(value, "--layer (an embedding layer)", "embed/v1")
+    except ValueError as exc:
+        raise SemanticDedupError(str(exc)) from None
 
 
 def check(config: SemanticDedupConfig) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .layers import read_layer
+from .layers import read_layer, split_layer_ref
 from .sampling import time_prompt
 from .storage import Storage
 
@@ -36,13 +36,7 @@ CHARS_PER_TOKEN = 4  # a tokenizer-free estimate (English BPE averages about 4 c
 
 def parse_layer_refs(refs: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
     """``["caption/v1", "writer/v1"]`` → ``[("caption", "v1"), ("writer", "v1")]``."""
-    out = []
-    for ref in refs:
-        layer, sep, version = str(ref).partition("/")
-        if not sep or not layer or not version or "/" in version:
-            raise ValueError(f"a layer is named LAYER/VERSION (for example caption/v1), got {ref!r}")
-        out.append((layer, version))
-    return out
+    return [split_layer_ref(ref) for ref in refs]
 
 
 @dataclass

@@ -55,6 +55,14 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def split_layer_ref(value, name: str = "a layer", example: str = "caption/v1") -> tuple[str, str]:
+    """``"caption/v1"`` → ``("caption", "v1")``; ``name`` (a flag, or what the ref is) is in the error."""
+    layer, sep, version = str(value or "").partition("/")
+    if not sep or not layer or not version or "/" in version:
+        raise ValueError(f"{name} must be LAYER/VERSION (for example {example}), got {value!r}")
+    return layer, version
+
+
 def layer_dir(layer: str, version: str) -> str:
     return f"{ANNOTATIONS_DIR}/{check_name('layer', layer)}/{check_name('version', version)}"
 
@@ -63,21 +71,19 @@ def write_layer_part(storage: Storage, layer: str, version: str, part: str, rows
                      schema: pa.Schema = LAYER_SCHEMA) -> str:
     """Write one part atomically (a new file, then a rename: a reader or a kill sees the old
     part or the new one, never half); ``part`` is a deterministic name (e.g. the video shard's)."""
-    check_name("part", part)
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
-    path = f"{layer_dir(layer, version)}/{part}.parquet"
-    storage.write_bytes(path, buf.getvalue())
-    return path
+    return _write_part(storage, f"{layer_dir(layer, version)}/{check_name('part', part)}.parquet", rows, schema)
 
 
 def write_failures_part(storage: Storage, layer: str, version: str, part: str, rows: list[dict]) -> str:
     """The failures of one part, written after the part itself (atomically, like it)."""
-    check_name("part", part)
+    return _write_part(storage, f"{layer_dir(layer, version)}/failures/{check_name('part', part)}.parquet", rows,
+                       FAILURE_SCHEMA)
+
+
+def _write_part(storage: Storage, path: str, rows: list[dict], schema: pa.Schema) -> str:
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), buf)
-    path = f"{layer_dir(layer, version)}/failures/{part}.parquet"
-    storage.write_bytes(path, buf.getvalue())
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
+    storage.write_bytes(path, buf.getvalue())  # a temporary name, then a rename (or one S3 PUT)
     return path
 
 

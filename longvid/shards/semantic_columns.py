@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .layers import layer_dir
+from .layers import layer_dir, split_layer_ref
 from .storage import Storage
 
 SEMANTIC_DIR = "semantic"  # under the embedding layer's version directory
@@ -35,10 +35,7 @@ VIDEO_COLUMNS = ("semantic_duplicates", "semantic_duplicate_share")  # of the vi
 
 
 def split_ref(value: str) -> tuple[str, str]:
-    layer, _, version = (value or "").partition("/")
-    if not layer or not version:
-        raise ValueError(f"a semantic layer is LAYER/VERSION of an embedding layer (e.g. embed/v1), got {value!r}")
-    return layer, version
+    return split_layer_ref(value, "a semantic layer (an embedding layer)", "embed/v1")
 
 
 def semantic_dir(ref: str) -> str:

@@ -292,15 +292,7 @@ class S3Storage(Storage):
             raise
 
     def list(self, prefix: str) -> list[str]:
-        full = self._key(prefix) if prefix else self.prefix
-        if full and not full.endswith("/"):
-            full += "/"
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        out = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-            for obj in page.get("Contents", []):
-                out.append(obj["Key"][strip:])
-        return sorted(out)
+        return [path for path, _, _, _ in self.list_entries(prefix)]  # the same pages, names only
 
     def list_entries(self, prefix: str) -> list[tuple[str, int, bool, float]]:
         full = self._key(prefix) if prefix else self.prefix

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...annotators.writers import VideoWriter, WriterConfig
-from ...shards.layers import read_layer_rows
+from ...shards.layers import read_layer_rows, split_layer_ref
 from ...shards.storage import Storage
 from ..annotate_stages import WriteSummaries
 from . import LayerKind, ModelPlacement, register
@@ -41,10 +41,7 @@ def merge_speech(clips: list[list], speech: list[list]) -> list[list]:
 
 
 def split_layer(flag: str, value: str) -> tuple[str, str]:
-    layer, _, version = value.partition("/")
-    if not layer or not version:
-        raise ValueError(f"{flag} must be LAYER/VERSION (for example caption/v1), got {value!r}")
-    return layer, version
+    return split_layer_ref(value, flag)
 
 
 def _by_key(table: pa.Table, columns: list[str]) -> dict[str, list[list]]:
