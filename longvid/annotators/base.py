@@ -101,3 +101,13 @@ class Stage:
                             traceback.format_exc())
                 out.append(Dropped(item, f"internal error: {type(exc).__name__}: {exc}"))
         return out
+
+
+class ModelStage(Stage):
+    """A stage whose actors each hold a model (loaded in ``setup``): its settings, what each actor
+    asks for, how many actors, and the items per model call. The layer kinds' model stages."""
+
+    def __init__(self, config, num_cpus: float, num_gpus: float, actors: int, batch_size: int):
+        self.config = config
+        self.resources = Resources(num_cpus=num_cpus, num_gpus=num_gpus)
+        self.actors, self.batch_size = actors, batch_size

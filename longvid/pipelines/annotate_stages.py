@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..annotators.base import ItemFailed, Resources, Stage
+from ..annotators.base import ItemFailed, ModelStage, Resources, Stage
 from ..annotators.captioners import Captioner, CaptionerConfig, ClipFrames, caption_rows, producer_id
 from ..annotators.captioners.frames import iter_clip_frames
 from ..annotators.writers import TimelineClip, VideoTimeline, VideoWriter, WriterConfig, written_rows
@@ -171,16 +171,11 @@ class PrepareClipFrames(Stage):
             yield {"part": row["part"], "key": row["key"], "meta": row["meta"], "media": row["frames"]}
 
 
-class CaptionClips(Stage):
+class CaptionClips(ModelStage):
     """Model: clip items in, one result item per clip out; the engine loads once per actor."""
 
     name = "caption"
-
-    def __init__(self, config: CaptionerConfig, num_cpus: float, num_gpus: float, actors: int, batch_size: int):
-        self.config = config
-        self.version = Captioner.version
-        self.resources = Resources(num_cpus=num_cpus, num_gpus=num_gpus)
-        self.actors, self.batch_size = actors, batch_size
+    version = Captioner.version
 
     def setup(self) -> None:
         self.captioner = Captioner(self.config)
@@ -210,16 +205,11 @@ class CaptionVideosInline(CaptionClips):
         return out
 
 
-class WriteSummaries(Stage):
+class WriteSummaries(ModelStage):
     """Text model: video timelines in, one result item (summary + checked QA rows) per video."""
 
     name = "write"
-
-    def __init__(self, config: WriterConfig, num_cpus: float, num_gpus: float, actors: int, batch_size: int):
-        self.config = config
-        self.version = VideoWriter.version
-        self.resources = Resources(num_cpus=num_cpus, num_gpus=num_gpus)
-        self.actors, self.batch_size = actors, batch_size
+    version = VideoWriter.version
 
     def setup(self) -> None:
         self.worker = WriterActor(self.config)

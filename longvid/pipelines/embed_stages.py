@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..annotators.base import ItemFailed, Resources, Stage
+from ..annotators.base import ItemFailed, ModelStage, Resources, Stage
 from ..annotators.captioners.frames import iter_clip_frames
 from ..annotators.embed import EncoderConfig, ImageEncoder
 from ..shards.reader import read_record
@@ -91,18 +91,12 @@ class PrepareKeyframes(Stage):
         return list(prepare_keyframes(video, self.storage, self.config))
 
 
-class EmbedClips(Stage):
+class EmbedClips(ModelStage):
     """Model: clip items in, one result item per clip out (its L2-normalised embedding); failure
-    results from the preparation stage pass through."""
+    results from the preparation stage pass through. ``batch_size``: clips per call (x frames_per_clip images)."""
 
     name = "embed"
-
-    def __init__(self, config: EncoderConfig, num_cpus: float = 1.0, num_gpus: float = 0.0, actors: int = 1,
-                 batch_size: int = 16):
-        self.config = config
-        self.version = ImageEncoder.version
-        self.resources = Resources(num_cpus=num_cpus, num_gpus=num_gpus)
-        self.actors, self.batch_size = actors, batch_size  # batch_size: clips per call (x frames_per_clip images)
+    version = ImageEncoder.version
 
     def setup(self) -> None:
         self.encoder = ImageEncoder(self.config)

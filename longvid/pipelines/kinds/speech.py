@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from ...annotators.base import ItemFailed, Resources, Stage
+from ...annotators.base import ItemFailed, ModelStage, Resources, Stage
 from ...annotators.speech import SpeechConfig, SpeechTranscriber, decode_audio, speech_rows
 from ...shards.storage import Storage
 from . import LayerKind, ModelPlacement, register
@@ -42,17 +42,15 @@ class PrepareAudio(Stage):
         return dict(video, media=decode_audio(media).tobytes())
 
 
-class Transcribe(Stage):
+class Transcribe(ModelStage):
     """Model: audio items in, one result item (the video's speech rows) per video."""
 
     name = "speech"
     version = SpeechTranscriber.version
 
-    def __init__(self, config: SpeechConfig, storage: Storage | None, num_cpus: float, num_gpus: float, actors: int,
-                 batch_size: int):
-        self.config, self.storage = config, storage  # storage: decode inline (no preparation stage)
-        self.resources = Resources(num_cpus=num_cpus, num_gpus=num_gpus)
-        self.actors, self.batch_size = actors, batch_size
+    def __init__(self, config: SpeechConfig, storage: Storage | None, **model):
+        super().__init__(config, **model)
+        self.storage = storage  # decode inline (no preparation stage)
 
     def setup(self) -> None:
         self.transcriber = SpeechTranscriber(self.config)
