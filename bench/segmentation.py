@@ -39,16 +39,18 @@ def real_clip() -> str | None:
     return path if os.path.exists(path) else None
 
 
-def generated_set(cache: str, videos: int, seconds: float, width: int, height: int) -> list[dict]:
+def generated_set(cache: str, videos: int, seconds: float, width: int, height: int,
+                  preset: str = "veryfast") -> list[dict]:
     os.makedirs(cache, exist_ok=True)
     out = []
     for i in range(videos):
         seed = 9000 + i  # not the seeds the detector was tuned on (100-109)
-        path = os.path.join(cache, f"gen-{seed}-{int(seconds)}s-{width}x{height}.mp4")
+        suffix = "" if preset == "veryfast" else f"-{preset}"
+        path = os.path.join(cache, f"gen-{seed}-{int(seconds)}s-{width}x{height}{suffix}.mp4")
         meta = path + ".json"
         if not os.path.exists(meta):
             shots, transitions = random_script(seed, seconds)
-            truth = write_scripted_video(path, shots, transitions, width=width, height=height)
+            truth = write_scripted_video(path, shots, transitions, width=width, height=height, preset=preset)
             with open(meta, "w") as f:
                 json.dump({"path": path, "num_frames": truth.num_frames, "transitions": truth.transitions}, f)
         with open(meta) as f:
@@ -107,17 +109,19 @@ def run_ours(path: str, name: str, max_frames: int | None, decode: DecodeConfig)
 def run_sparse(path: str, max_frames: int | None, **settings) -> tuple[list[int], int, float]:
     """The ``sparse`` detector as the segment stage runs it (it decodes for itself); frames = the
     video's frames it covered, with the count it decoded in LAST; ``settings``: SparseConfig fields."""
-    segment = SegmentConfig(detector="sparse", sparse=SparseConfig(**settings),
+    segment = SegmentConfig(detector="sparse", sparse=SparseConfig(**{**SPARSE, **settings}),
                             decode=DecodeConfig(hwaccel=HWACCEL["setting"]))
     started = time.perf_counter()
     result = scan(path, thumbnail_config(segment), segment.sparse, build_detector(segment), end=max_frames)
     elapsed = time.perf_counter() - started
-    LAST.update(decoded=result.decoded, cuts=[t["frame"] for t in result.transitions if t["kind"] == "cut"])
+    LAST.update(decoded=result.decoded, seen=len(result.frames),
+                cuts=[t["frame"] for t in result.transitions if t["kind"] == "cut"])
     return [t["frame"] for t in result.transitions], result.end, elapsed
 
 
+SPARSE: dict = {}  # SparseConfig fields of every sparse run (--sparse-stride)
 HWACCEL = {"setting": "none"}  # decode.hwaccel of every timed method (--hwaccel; cuda needs NVDEC)
-LAST: dict = {"decoded": 0, "cuts": []}  # of the last run: frames decoded, boundaries it called hard cuts
+LAST: dict = {"decoded": 0, "cuts": [], "seen": None}  # of the last run: frames decoded, boundaries it called hard cuts
 
 
 def run_decode(path: str, max_frames: int | None) -> tuple[list[int], int, float]:
@@ -238,19 +242,21 @@ def run_long(args) -> int:
         for name in names:
             boundaries, frames, elapsed = METHODS[name](item["path"], None)
             if name not in rows or elapsed < rows[name][2]:
-                rows[name] = (boundaries, frames, elapsed, LAST["decoded"], f1(*match_cuts(item["transitions"])))
+                rows[name] = (boundaries, frames, elapsed, LAST["decoded"], f1(*match_cuts(item["transitions"])),
+                              LAST.get("seen"))
+            LAST["seen"] = None
             print(f"  {name}: {elapsed:.1f} s", file=sys.stderr)
     floor_s = rows["decode-only (PyAV)"][2]
     print(f"\nlong video: {item['path']} ({item['num_frames']} frames, {item['num_frames'] / 25 / 60:.1f} min at {args.size}, "
           f"x264 {args.long_preset}, {len(item['transitions'])} transitions)")
-    print("| method | F1 | F1 hard cuts | frames decoded | seconds | x decode |")
-    print("|---|---|---|---|---|---|")
-    for name, (boundaries, frames, elapsed, decoded, cut_f1) in rows.items():
+    print("| method | F1 | F1 hard cuts | frames decoded | frames the detector saw | seconds | x decode |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (boundaries, frames, elapsed, decoded, cut_f1, seen) in rows.items():
         if name == "decode-only (PyAV)":
-            print(f"| {name} | | | {decoded} | {elapsed:.1f} | 1.00 |")
+            print(f"| {name} | | | {decoded} | | {elapsed:.1f} | 1.00 |")
             continue
         print(f"| {name} | {f1(*match(boundaries, item['transitions'])):.3f} | "
-              f"{cut_f1:.3f} | {decoded} | {elapsed:.1f} | "
+              f"{cut_f1:.3f} | {decoded} | {decoded if seen is None else seen} | {elapsed:.1f} | "
               f"{floor_s / elapsed:.2f} |")
     return 0
 
@@ -281,10 +287,16 @@ def main() -> int:
                         help="decode.hwaccel of decode-only, fast and sparse (cuda: NVDEC; unmeasured without a GPU)")
     parser.add_argument("--long-repeat", type=int, default=1, metavar="K",
                         help="play the long video K times in a row (stream copy; truth repeated)")
+    parser.add_argument("--preset", default="veryfast", help="libx264 preset of the generated set (veryfast: "
+                        "B-frames, sparse skips them; ultrafast: none, sparse strides over frames)")
+    parser.add_argument("--sparse-stride", type=int, default=None, metavar="K",
+                        help="sparse.stride of the sparse method (default: SparseConfig's)")
     parser.add_argument("--long-preset", default="veryfast", help="libx264 preset of the long video "
                         "(veryfast: B-frames; ultrafast: none)")
     args = parser.parse_args()
     HWACCEL["setting"] = args.hwaccel
+    if args.sparse_stride is not None:
+        SPARSE["stride"] = args.sparse_stride
     if args.long:
         if args.cache == os.path.expanduser("~/.cache/longvid-bench"):
             args.cache = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "segmentation")
@@ -293,7 +305,7 @@ def main() -> int:
     seconds = args.seconds or (20.0 if args.small else 40.0)
     real_frames = args.real_frames or (1500 if args.small else None)
     width, height = (int(x) for x in args.size.split("x"))
-    files = generated_set(args.cache, videos, seconds, width, height)
+    files = generated_set(args.cache, videos, seconds, width, height, args.preset)
     peers = {"contentdiff (old baseline)", "PySceneDetect Content", "PySceneDetect Adaptive"}
     methods = {k: v for k, v in METHODS.items()
                if not (args.no_neural and k in NEURAL) and not (args.no_hybrid and k == "hybrid (ours)")

@@ -116,7 +116,7 @@ def iter_thumbnails(
         try:
             for frame in container.decode(stream):
                 small = scaler.reformat(frame, config.width, config.height, config.pix_fmt,
-                                        interpolation=interpolation)
+                                        interpolation=interpolation, threads=1)  # swscale's threads: 2x the cost
                 yield small.to_ndarray()
                 stats.frames += 1
         except av.error.FFmpegError as exc:

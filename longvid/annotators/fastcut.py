@@ -8,6 +8,7 @@ distance) or sustained fast motion (a change no larger than its neighbourhood's)
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +94,12 @@ class FastCutDetector(ShotDetector):
         self._decided = 0  # frames whose fate is settled
         self._cross_done = 0
         self._events: list[dict] = []  # accepted boundaries: frame, kind, span, strength
+        # set by a caller that needs them after the decisions (a sparse stride pass): the colour distance
+        # from each frame to the one before and each frame's brightness, for every frame (8 bytes a frame)
+        self.history: dict[str, array] | None = None
+
+    def keep_history(self) -> None:
+        self.history = {"lag1": array("f"), "bright": array("f")}
 
     # -- streaming --------------------------------------------------------------------------------
 
@@ -129,6 +136,9 @@ class FastCutDetector(ShotDetector):
             back = idx - lag
             d = colour_distance(feats.take(np.maximum(back, 0)), feats.take(idx))
             self.series.append(f"lag{lag}", np.where(back >= 0, d, np.nan))
+        if self.history is not None:
+            self.history["lag1"].extend(self.series.data["lag1"][-len(new):].tolist())
+            self.history["bright"].extend(new.brightness.tolist())
         self.frames += len(new)
         self._window, self._window_base = feats, base  # what _cross may look at
         self._cross(final=False)

@@ -64,8 +64,59 @@ def test_sparse_cuts_are_the_dense_cuts(long_video):
         placed = set(cuts_of(sparse)) - set(coarse.frames.tolist())
         assert placed  # some cuts lie on frames the coarse pass never decoded: placed by refinement
         assert sparse["decoded_frames"] < truth.num_frames
+    else:  # nothing to skip in the decoder: every frame decoded once, the detector shown every stride-th
+        config = SegmentConfig(detector="sparse")
+        coarse = scan(truth.path, thumbnail_config(config), config.sparse, build_detector(config))
+        assert coarse.sparse and coarse.stride == config.sparse.stride == 3
+        assert set(coarse.frames.tolist()) == set(range(0, truth.num_frames, 3))
+        placed = set(cuts_of(sparse)) - set(coarse.frames.tolist())
+        assert placed  # cuts on frames the detector never saw, placed by their luma change ...
+        assert sparse["decoded_frames"] == truth.num_frames  # ... without decoding any frame twice
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_stride_pass_without_b_frames_places_every_cut_exactly(long_video, stride):
+    from longvid.annotators.sparse import SparseConfig
+
+    name, truth, probe = long_video
+    result = segment_video(truth.path, probe, "v", SegmentConfig(detector="sparse", sparse=SparseConfig(stride=stride)))
+    assert cuts_of(result) == [t["start_frame"] for t in truth.transitions if t["kind"] == "cut"]
+    assert len([t for t in result["transitions"] if t["kind"] != "cut"]) == 3  # 2 dissolves and the fade
+    if name == "bframes":  # the stride is for streams without B-frames; this one skips its B-frames instead
+        assert result["decoded_frames"] < truth.num_frames
     else:
-        assert sparse["decoded_frames"] == truth.num_frames  # nothing to skip without B-frames
+        assert result["num_frames"] == result["decoded_frames"] == truth.num_frames
+
+
+def test_luma_changes_place_a_concentrated_change_and_refuse_a_spread_or_unknown_one():
+    import av
+
+    from longvid.annotators.sparse import LumaChanges, luma_sample, place_in_gap
+
+    def frame(level, fmt="yuv420p", dtype=np.uint8):
+        f = av.VideoFrame(64, 36, fmt)
+        f.planes[0].update(np.full(f.planes[0].buffer_size // np.dtype(dtype).itemsize, level, dtype).tobytes())
+        return f
+
+    thumbs = {0: np.full((27, 48, 3), 90, np.uint8), 1: np.full((27, 48, 3), 200, np.uint8)}
+    changes = LumaChanges(start=0)
+    changes.seen(0, frame(20), thumbs[0])
+    for index, level in [(1, 22), (2, 200)]:
+        changes.hold(index, frame(level))
+    changes.seen(3, frame(203), thumbs[1])  # the thumbnails differ: a candidate gap, its frames measured
+    d = changes.gap(0, 3)
+    assert d is not None and place_in_gap(d, 1.5) == 2  # the change into frame 2
+    assert changes.level(0) < 0.08 <= changes.level(2)  # luma 20 of the limited range (16-235) is near black
+    changes.hold(4, frame(203))
+    changes.hold(5, frame(204))
+    changes.seen(6, frame(205), thumbs[1])  # the same picture: no cut possible, nothing measured
+    assert changes.gap(3, 6) is None
+    changes.hold(8, frame(10))  # frame 7 never decoded
+    changes.seen(9, frame(240), thumbs[0])
+    assert changes.gap(6, 9) is None  # a frame of the gap unknown: it is decoded again instead
+    assert place_in_gap(np.array([0.1, 0.09, 0.11], np.float32), 1.5) is None  # spread: motion or a fast dissolve
+    sample = luma_sample(frame(1000, "yuv420p10le", np.uint16))
+    assert sample.dtype == np.int32 and int(sample.max()) == 1000  # 10-bit samples read as 16-bit words
 
 
 def test_plan_windows_partitions_the_video():
