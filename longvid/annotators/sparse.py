@@ -166,15 +166,30 @@ def coarse_detector(detector: FastCutDetector, share: float, sparse: SparseConfi
     return type(detector)(scaled)
 
 
-def luma_sample(frame) -> np.ndarray:
-    """About 64 columns of every ~10th row of the frame's luma plane, read in place (no conversion): the
-    stride pass's per-frame signal for placing a cut (a few µs at 640x360)."""
-    plane = frame.planes[0]
-    wide = frame.format.components[0].bits > 8
+def _plane_sample(frame, i: int, columns: int) -> np.ndarray:
+    plane = frame.planes[i]
+    wide = frame.format.components[min(i, len(frame.format.components) - 1)].bits > 8
     rows = np.frombuffer(plane, np.uint16 if wide else np.uint8)
     rows = rows[: plane.height * (plane.line_size // rows.itemsize)].reshape(plane.height, -1)
+    step = max(1, plane.width // columns)
+    return rows[::step, : plane.width : step].astype(np.int32 if wide else np.int16).ravel()
+
+
+def luma_sample(frame) -> np.ndarray:
+    """About 64 columns of every ~10th row of the frame's luma plane, then ~32 of every ~10th row of each chroma
+    plane (a cut between two shots of the same brightness changes the colours), read in place, no conversion:
+    the stride pass's per-frame signal for placing a cut (a few µs at 640x360). The luma part comes first."""
+    parts = [_plane_sample(frame, 0, 64)]
+    if len(frame.planes) >= 3 and frame.format.name.startswith(("yuv", "yuvj")):
+        parts += [_plane_sample(frame, 1, 32), _plane_sample(frame, 2, 32)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def luma_size(frame) -> int:
+    """How many of :func:`luma_sample`'s values are luma."""
+    plane = frame.planes[0]
     step = max(1, plane.width // 64)
-    return rows[::step, : plane.width : step].astype(np.int32 if wide else np.int16)
+    return len(range(0, plane.height, step)) * len(range(0, plane.width, step))
 
 
 # cut_distance(a, b) (2 x motion-compensated binned-luma distance + 2 x grid colour change) is at most this multiple
@@ -216,8 +231,9 @@ class LumaChanges:
             self.levels.extend([math.nan] * (index + 1 - lo))
             return
         samples = [luma_sample(f) for _, f in gap]
-        scale = (65535.0 if samples[0].dtype == np.int32 else 255.0) * samples[0].size
-        levels = [float(x.sum()) / scale for x in samples]
+        top = 65535.0 if samples[0].dtype == np.int32 else 255.0
+        scale, ny = top * samples[0].size, luma_size(frame)
+        levels = [float(x[:ny].sum()) / (top * ny) for x in samples]
         if getattr(frame, "color_range", 0) != 2 and not frame.format.name.startswith("yuvj"):
             levels = [(v - 16 / 255) * 255 / 219 for v in levels]  # limited range (black at 16): the thumbnails' scale
         self.levels[-1] = levels[0]  # the gap's first frame: the last seen one

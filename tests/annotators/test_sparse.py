@@ -93,9 +93,10 @@ def test_luma_changes_place_a_concentrated_change_and_refuse_a_spread_or_unknown
 
     from longvid.annotators.sparse import LumaChanges, luma_sample, place_in_gap
 
-    def frame(level, fmt="yuv420p", dtype=np.uint8):
+    def frame(level, fmt="yuv420p", dtype=np.uint8, chroma=128):
         f = av.VideoFrame(64, 36, fmt)
-        f.planes[0].update(np.full(f.planes[0].buffer_size // np.dtype(dtype).itemsize, level, dtype).tobytes())
+        for i, plane in enumerate(f.planes):
+            plane.update(np.full(plane.buffer_size // np.dtype(dtype).itemsize, chroma if i else level, dtype).tobytes())
         return f
 
     thumbs = {0: np.full((27, 48, 3), 90, np.uint8), 1: np.full((27, 48, 3), 200, np.uint8)}
@@ -115,8 +116,12 @@ def test_luma_changes_place_a_concentrated_change_and_refuse_a_spread_or_unknown
     changes.seen(9, frame(240), thumbs[0])
     assert changes.gap(6, 9) is None  # a frame of the gap unknown: it is decoded again instead
     assert place_in_gap(np.array([0.1, 0.09, 0.11], np.float32), 1.5) is None  # spread: motion or a fast dissolve
-    sample = luma_sample(frame(1000, "yuv420p10le", np.uint16))
-    assert sample.dtype == np.int32 and int(sample.max()) == 1000  # 10-bit samples read as 16-bit words
+    changes.hold(10, frame(240, chroma=40))
+    changes.seen(11, frame(240, chroma=40), thumbs[1])
+    d = changes.gap(9, 11)
+    assert d is not None and place_in_gap(d, 1.5) == 1  # the same brightness, other colours: still a cut at 10
+    sample = luma_sample(frame(1000, "yuv420p10le", np.uint16, chroma=512))
+    assert sample.dtype == np.int32 and set(sample.tolist()) == {1000, 512}  # 10-bit samples read as 16-bit words
 
 
 def test_plan_windows_partitions_the_video():
