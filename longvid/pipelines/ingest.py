@@ -237,15 +237,15 @@ def _drop_duplicates(storage: Storage, ledger: Ledger, summary: IngestSummary | 
         for key in note["keys"]:
             ledger.add(video_id=key, status=STATUS_OK, action="repaired", stage="repair", reason=note["reason"],
                        shard=note["shard"])
-    if notes:
-        update_index(storage, repair=True)  # rewritten parts re-read, quarantined shards dropped
+    if notes:  # rewritten parts re-read, quarantined shards dropped
+        update_index(storage, repair=True, changed=[n["shard"] for n in notes])
         videos = open_index(storage).videos_dataset().to_table(columns=columns)
     notes, duplicate_of = drop_content_duplicates(storage, videos)
     for note in notes:
         log.warning("shard %s: %s", note["shard"], note["reason"])
     if notes:
         _mark_content_duplicates(ledger, duplicate_of, summary)
-        update_index(storage, repair=True)
+        update_index(storage, repair=True, changed=[n["shard"] for n in notes])
 
 
 def _mark_content_duplicates(ledger: Ledger, duplicate_of: dict[str, str], summary: IngestSummary | None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -123,12 +123,15 @@ def _repair(storage: Storage, table: pa.Table, parts: set[str], report: IndexRep
 
 
 def update_index(storage: Storage, config: CompactConfig | None = None, repair: bool = False,
-                 before_table_write: Callable[[], None] | None = None) -> IndexReport:
+                 before_table_write: Callable[[], None] | None = None, changed: Sequence[str] = ()) -> IndexReport:
     """Bring the shard table and compacted files up to date with the parts.
 
     ``repair`` (``longvid index``) also rebuilds missing parts from the tars and drops shards whose
     tar is gone; finalize passes ``repair=False`` and so reads only the parts added since the last
-    run. ``before_table_write`` is a hook for tests that kill a run at its worst moment.
+    run. ``changed``: shards rewritten in place since they were indexed (a repair dropped samples and
+    rebuilt their part): their table rows and compacted rows are dropped and their new parts read, so
+    the counts follow (a rewritten tar can keep its size: tars are padded to 10 KiB records).
+    ``before_table_write`` is a hook for tests that kill a run at its worst moment.
     """
     config = config or CompactConfig()
     report = IndexReport()
@@ -140,6 +143,9 @@ def update_index(storage: Storage, config: CompactConfig | None = None, repair: 
     parts = set(_part_shards(storage))
     if repair:
         table, parts = _repair(storage, table, parts, report, config)
+    stale = sorted(set(changed) & set(table["shard"].to_pylist()) & parts)
+    if stale:  # read again from their rebuilt parts below, as new shards
+        table = _rewrite_without(storage, table, stale, config)
 
     # shards waiting for a batch: new parts and table rows still pointing at their part
     in_table = set(table["shard"].to_pylist())

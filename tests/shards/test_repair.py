@@ -65,3 +65,28 @@ def test_content_duplicates_keep_the_earliest(tmp_path):
     assert sorted(s["__key__"] for s in wds.WebDataset(shards, shardshuffle=False)) == sorted([A, B, C])
     assert os.path.exists(tmp_path / QUARANTINE_DIR / "videos" / "shard-000004.tar")
     assert drop_content_duplicates(storage, videos) == ([], {})  # idempotent
+
+
+def test_a_shard_rewritten_after_it_was_indexed_is_counted_again(tmp_path):
+    """The end-of-run repair rewrites a shard that the shard table already summarised (compacted or
+    pending): ``update_index(changed=...)`` re-reads its rebuilt part, so ``dataset.json``'s counts
+    follow the shards. Without it the table kept the old count (found by a kill test: 7 videos
+    counted, 6 in the shards)."""
+    import json
+
+    from longvid.shards.compact import CompactConfig, update_index
+    from longvid.shards.dataset import finalize
+
+    storage = LocalStorage(str(tmp_path))
+    same = "f" * 64
+    _shard(storage, 0, [A, B], sha256={A: same})
+    _shard(storage, 1, [C, "d" * 16], sha256={C: same})
+    config = CompactConfig(shards_per_file=1)  # both shards summarised in compacted files
+    update_index(storage, config)
+    videos, _ = read_index_parts(storage)
+    notes, _ = drop_content_duplicates(storage, videos)
+    assert [n["shard"] for n in notes] == ["videos/shard-000001.tar"]  # rewritten without C, in place
+    update_index(storage, config, repair=True, changed=[n["shard"] for n in notes])
+    finalize(storage)
+    meta = json.load(open(tmp_path / "dataset.json"))
+    assert meta["counts"]["videos"] == 3 == len(read_index_parts(storage)[0])  # A, B and d
