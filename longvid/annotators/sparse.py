@@ -54,14 +54,14 @@ class SparseConfig:
     cut_concentration: float = 2.0
     # on a stream without B-frames every frame is a reference and must be decoded, so the coarse pass hands the
     # detector (thumbnail, features, DPSelect, curation signals) only the frames whose number is a multiple of
-    # ``stride`` and windows scaled to match; every other frame costs one strided luma sample (a few µs) whose
-    # frame-to-frame change places a cut found across a gap without decoding it again. 1 = every frame
+    # ``stride`` and windows scaled to match; the frames between are held, and where a cut is possible between two
+    # seen frames a strided sample of each (see LumaChanges) places it without decoding again. 1 = every frame
     stride: int = 3
     # decoder threads of a stride pass (0 = FFmpeg's frame threads on every core). 1: on this 2-vCPU machine
     # frame threads decode x264 ultrafast 640x360 no faster than one thread (2.34 s vs 2.14 s wall) for 47% more
     # CPU, and the other core is left to the detector thread and to other windows and videos
     stride_threads: int = 1
-    # run the detector's feature work on a helper thread beside the decoding (see ThumbnailSink)
+    # run the detector's feature work on a helper thread beside the decoding (see FrameSink)
     detector_thread: bool = True
 
 
@@ -166,12 +166,19 @@ def coarse_detector(detector: FastCutDetector, share: float, sparse: SparseConfi
     return type(detector)(scaled)
 
 
+LUMA_COLUMNS, CHROMA_COLUMNS = 64, 32  # columns sampled per plane (every step-th row and column)
+
+
+def _step(plane, columns: int) -> int:
+    return max(1, plane.width // columns)
+
+
 def _plane_sample(frame, i: int, columns: int) -> np.ndarray:
     plane = frame.planes[i]
     wide = frame.format.components[min(i, len(frame.format.components) - 1)].bits > 8
     rows = np.frombuffer(plane, np.uint16 if wide else np.uint8)
     rows = rows[: plane.height * (plane.line_size // rows.itemsize)].reshape(plane.height, -1)
-    step = max(1, plane.width // columns)
+    step = _step(plane, columns)
     return rows[::step, : plane.width : step].astype(np.int32 if wide else np.int16).ravel()
 
 
@@ -179,16 +186,16 @@ def luma_sample(frame) -> np.ndarray:
     """About 64 columns of every ~10th row of the frame's luma plane, then ~32 of every ~10th row of each chroma
     plane (a cut between two shots of the same brightness changes the colours), read in place, no conversion:
     the stride pass's per-frame signal for placing a cut (a few µs at 640x360). The luma part comes first."""
-    parts = [_plane_sample(frame, 0, 64)]
-    if len(frame.planes) >= 3 and frame.format.name.startswith(("yuv", "yuvj")):
-        parts += [_plane_sample(frame, 1, 32), _plane_sample(frame, 2, 32)]
+    parts = [_plane_sample(frame, 0, LUMA_COLUMNS)]
+    if len(frame.planes) >= 3 and frame.format.name.startswith("yuv"):
+        parts += [_plane_sample(frame, 1, CHROMA_COLUMNS), _plane_sample(frame, 2, CHROMA_COLUMNS)]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def luma_size(frame) -> int:
     """How many of :func:`luma_sample`'s values are luma."""
     plane = frame.planes[0]
-    step = max(1, plane.width // 64)
+    step = _step(plane, LUMA_COLUMNS)
     return len(range(0, plane.height, step)) * len(range(0, plane.width, step))
 
 
@@ -224,7 +231,7 @@ class LumaChanges:
         if index < lo:
             return
         gap = held + [(index, frame)]
-        candidate = (prev is not None and gap and gap[0][0] == lo - 1 and index - gap[0][0] == len(gap) - 1
+        candidate = (prev is not None and gap[0][0] == lo - 1 and index - gap[0][0] == len(gap) - 1
                      and float(np.abs(prev.astype(np.int16) - thumb).mean()) >= self.floor)
         if not candidate:
             self.values.extend([math.nan] * (index + 1 - lo))
@@ -407,7 +414,7 @@ def _place(source, decode: DecodeConfig, sparse: SparseConfig, result: Scan, bou
     c = detector_config
     exact = {}
     if result.changes is not None:  # a stride pass decoded every frame of each gap: place the cut from its luma changes
-        exact = judge_stride_gaps(result, boundaries, transitions, c, history)
+        exact = judge_stride_gaps(result, gaps, c, history)
         gaps = [g for g in gaps if g not in exact]  # a frame of the gap missing: decode it again
     exact.update(refine_cuts(source, decode, gaps, result, sparse.cut_concentration, c.cut_threshold, c.gradual_threshold,
                          c.dark_level, result.skip, thumbnailer(decode)) if sparse.refine and gaps else {})
@@ -448,16 +455,13 @@ def merge_gradual(events: list[dict], min_gap: int) -> list[dict]:
     return out
 
 
-def judge_stride_gaps(result: Scan, boundaries: list[int], transitions: list[dict], c, history: dict) -> dict:
-    """What :func:`refine_cuts` decides for each cut gap of a stride pass, without decoding anything again:
-    the cut is the gap's frame that holds its luma change; a spread change is judged by the colour distance
-    and brightness of the gap's two seen frames (the detector's own, kept in ``history``)."""
+def judge_stride_gaps(result: Scan, gaps: list[tuple[int, int]], c, history: dict) -> dict:
+    """What :func:`refine_cuts` decides for each ``(a, b)`` cut gap of a stride pass (two seen frames), without
+    decoding anything again: the cut is the gap's frame that holds its luma change; a spread change is judged by
+    the colour distance and brightness of the two seen frames (the detector's own, kept in ``history``). A gap
+    whose frames were not all measured is left out (it is decoded again)."""
     found = {}
-    frames = result.frames
-    for b, t in zip(boundaries, transitions):
-        if t["kind"] != "cut" or not 0 < b < len(frames) or frames[b] - frames[b - 1] <= 1:
-            continue
-        a_frame, b_frame = int(frames[b - 1]), int(frames[b])
+    for a_frame, b_frame in gaps:
         d = result.changes.gap(a_frame, b_frame)
         if d is None:
             continue
@@ -468,6 +472,7 @@ def judge_stride_gaps(result: Scan, boundaries: list[int], transitions: list[dic
             dark = min(result.changes.level(cut), result.changes.level(cut - 1)) < c.dark_level
             found[(a_frame, b_frame)] = ("fade", None) if dark else ("cut", cut)
             continue
+        b = int(np.searchsorted(result.frames, b_frame))  # its position among the seen frames
         colour = float(history["lag1"][b]) if b < len(history["lag1"]) else math.nan
         bright = np.asarray(history["bright"][b - 1 : b + 1], np.float32)
         if not colour >= c.gradual_threshold:

@@ -143,7 +143,8 @@ def update_index(storage: Storage, config: CompactConfig | None = None, repair: 
     parts = set(_part_shards(storage))
     if repair:
         table, parts = _repair(storage, table, parts, report, config)
-    stale = sorted(set(changed) & set(table["shard"].to_pylist()) & parts)
+    rewritten = pa.array(sorted(set(changed) & parts), pa.string())
+    stale = table.filter(pc.is_in(table["shard"], value_set=rewritten))["shard"].to_pylist()  # bounded: ``changed``
     if stale:  # read again from their rebuilt parts below, as new shards
         table = _rewrite_without(storage, table, stale, config)
 
