@@ -68,6 +68,8 @@ class Stage:
     actors: int = 0  # workers of a stage with setup work (0: one per stage by default); tasks otherwise
     shared_state: tuple[str, ...] = ()  # executor-owned state this stage calls (self.shared[name]), e.g. a registry
     receives_dropped: bool = False  # a sink sees dropped items too (to write their ledger rows)
+    fans_out: bool = False  # may return several items for one (one video in, its clips out)
+    free_cpus: float | None = None  # set by RayExecutor: the cluster's CPUs its actor pools do not hold
 
     shared: dict = {}  # set by the executor before setup(): name → handle with the state's methods
 

@@ -14,7 +14,7 @@ from .base import Dropped, Resources, Stage
 class Dedup(Stage):
     name = "dedup"
     version = "1"
-    resources = Resources(num_cpus=0.05)  # one registry call per item
+    resources = Resources(num_cpus=0.25)  # one registry call per item; fetch's figure, so Ray Data fuses the two
     shared_state = ("content",)
 
     def process(self, item: dict):

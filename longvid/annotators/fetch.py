@@ -41,7 +41,9 @@ def _human(n: int) -> str:
 class Fetch(Stage):
     name = "fetch"
     version = "1"
-    resources = Resources(num_cpus=0.25)  # I/O bound: several fetches share a core
+    # I/O bound: several fetches share a core. Dedup and probe declare the same, so Ray Data fuses the
+    # three into one task per video (one hop and one worker, not three; see docs/stages.md)
+    resources = Resources(num_cpus=0.25)
 
     def __init__(self, config: FetchConfig | None = None):
         self.config = config or FetchConfig()

@@ -86,7 +86,7 @@ class NearDuplicateIndex:
 class NearDuplicates(Stage):
     name = "near_duplicates"
     version = "1"
-    resources = Resources(num_cpus=0.05)  # one lookup call per video; the table lives in the shared state
+    resources = Resources(num_cpus=0.1)  # one lookup call per video (the table lives in the shared state); fuses with plan
     shared_state = ("hashes",)
 
     def __init__(self, config: NearDuplicateConfig | None = None):

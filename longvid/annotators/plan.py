@@ -38,7 +38,7 @@ def video_record(item: dict) -> dict:
 class Plan(Stage):
     name = "plan"
     version = "1"
-    resources = Resources(num_cpus=0.1)
+    resources = Resources(num_cpus=0.1)  # arithmetic; near_duplicates declares the same, so the two fuse
 
     def process(self, item: dict) -> dict:
         fps = item["probe"]["fps"]

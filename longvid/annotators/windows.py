@@ -29,10 +29,11 @@ class WindowConfig:
     # frames decoded beyond each side of a core (at least MIN_OVERLAP_FRAMES), so a shot or a dissolve
     # that crosses an edge sees the same context as in one pass
     overlap_seconds: float = 10.0
-    # logical CPUs each window task asks Ray for. 0.5: a sparse window pass runs on about one core, but the
-    # shard writers' actors keep their reserved CPUs while idle (2 x 0.5 of a 2-CPU local Ray), and with 1.0
-    # the windows of a long video then ran one at a time while a core idled (ingest 0.52x vs decode-only)
-    task_cpus: float = 0.5
+    # logical CPUs each window task asks Ray for: a window is one decode, about a core. The window count
+    # fills whole rounds of the slots that leaves (the CPUs no actor pool holds / task_cpus), so on 2
+    # cores 4 windows run 2 at a time in the workers already started; at 0.5, 4 ran at once and 2 more
+    # worker processes had to start (~2 CPU-seconds each) while the windows ran (ingest 0.73x vs 0.84x)
+    task_cpus: float = 1.0
 
 
 @dataclass
@@ -45,12 +46,16 @@ class Window:
 
 def plan_windows(num_frames: int, fps: float, config: WindowConfig, cpus: int = 0) -> list[Window]:
     """Equal cores of about ``window_seconds`` covering ``[0, num_frames)``, each with its overlap. With
-    ``cpus`` (the cores the windows run on), the count moves by fewer than ``cpus`` to the one that finishes
-    soonest in rounds of ``cpus`` (a 21.6-min video on 2 cores: 4 windows, 2 rounds, not 5 in 3)."""
+    ``cpus`` (the window tasks that can run at once), the count moves by fewer than ``cpus`` to the one
+    that finishes soonest in rounds of ``cpus`` (a 21.6-min video on 2 slots: 4 windows, 2 rounds, not
+    5 in 3), but never to cores shorter than half ``window_seconds``: on a 128-CPU cluster an hour is
+    24 windows, not 128 whose overlaps would cost as much as their cores."""
     core = max(1, int(round(config.window_seconds * fps)))
     count = max(1, math.ceil(num_frames / core))
     if cpus > 1 and count > 1:
-        count = min(range(max(1, count - cpus + 1), count + cpus), key=lambda k: (math.ceil(k / cpus) / k, k))
+        most = max(count, num_frames // max(1, core // 2))
+        count = min(range(max(1, count - cpus + 1), min(count + cpus, most + 1)),
+                    key=lambda k: (math.ceil(k / cpus) / k, k))
     overlap = max(MIN_OVERLAP_FRAMES, int(math.ceil(config.overlap_seconds * fps)))
     edges = [round(i * num_frames / count) for i in range(count + 1)]
     return [Window(max(0, a - overlap), a, b, min(num_frames, b + overlap)) for a, b in zip(edges[:-1], edges[1:])]

@@ -161,6 +161,7 @@ class PrepareClipFrames(Stage):
 
     name = "prepare"
     version = "1"
+    fans_out = True  # one video → one item per clip
 
     def __init__(self, storage: Storage, config: CaptionerConfig, num_cpus: float):
         self.storage, self.config = storage, config
@@ -196,6 +197,7 @@ class CaptionVideosInline(CaptionClips):
         self.storage = storage
         self.clip_batch, self.batch_size = self.batch_size, 1
 
+    fans_out = True  # one video → one result item per clip
     process_batch = Stage.process_batch  # one video at a time through process(), not the clip batch of the parent
 
     def process(self, video: dict) -> list[dict]:

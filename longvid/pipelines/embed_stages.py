@@ -82,6 +82,7 @@ class PrepareKeyframes(Stage):
 
     name = "prepare_keyframes"
     version = "1"
+    fans_out = True  # one video → one item per clip
 
     def __init__(self, storage: Storage, config: EncoderConfig, num_cpus: float = 1.0):
         self.storage, self.config = storage, config

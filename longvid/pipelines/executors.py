@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from dataclasses import replace
 from typing import Iterable, Iterator
 
 from ..annotators.base import Dropped, ItemFailed, Stage
@@ -65,8 +66,12 @@ def run_batch(stage: Stage, items: list[dict]) -> Iterator[dict]:
     passed = [] if stage.receives_dropped else [it for it in items if "dropped" in it]
     live = items if stage.receives_dropped else [it for it in items if "dropped" not in it]
     if live:
+        import os as _o, time as _t
+        _t0 = _t.time()
         try:
             outcomes = stage.process_batch(live)
+            with open("/tmp/exp/trace.log", "a") as _f:
+                _f.write(f"{_t0:.3f} {_t.time()-_t0:.3f} {stage.name} {len(live)} {_o.getpid()}\n")
             if len(outcomes) != len(live):
                 raise RuntimeError(f"process_batch returned {len(outcomes)} outcomes for {len(live)} items")
         except ItemFailed as exc:
@@ -203,9 +208,16 @@ class RayExecutor:
         for note in notes:
             log.warning("%s", note)
         self.notes = notes
-        # restarted with its first state if killed: claims made since are lost, never shard keys
+        # restarted with its first state if killed: claims made since are lost, never shard keys.
+        # One actor per distinct object: names bound to the same state share it, as they do in
+        # LocalExecutor (and an actor is a worker process: ~2 CPU-seconds to start on a small node)
         holder = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(StateHolder)
-        self._actors = {name: holder.remote(state) for name, state in (shared or {}).items()}
+        by_object: dict[int, object] = {}
+        self._actors = {}
+        for name, state in (shared or {}).items():
+            if id(state) not in by_object:
+                by_object[id(state)] = holder.remote(state)
+            self._actors[name] = by_object[id(state)]
         self.shared = {name: ActorProxy(actor) for name, actor in self._actors.items()}
         self.max_restarts = max_restarts  # a crashed actor (out of memory, a lost node) is restarted this often
 
@@ -214,7 +226,10 @@ class RayExecutor:
         import ray
 
         ds = ray.data.from_items([encode_row(dict(it)) for it in items], override_num_blocks=max(1, min(len(items), 10000)))
-        for stage, p in zip(self.stages, self.placements):  # the pipeline, top to bottom
+        placements = pools_for_input(self.stages, self.placements, len(items))
+        free = float(ray.cluster_resources().get("CPU", 0)) - sum(p.actors * p.num_cpus for p in placements if p.actors)
+        for stage, p in zip(self.stages, placements):  # the pipeline, top to bottom
+            stage.free_cpus = max(free, 0.0)
             ds = self.apply(ds, stage, p)
         return ds
 
@@ -239,9 +254,27 @@ class RayExecutor:
     def close(self) -> None:
         import ray
 
-        for actor in self._actors.values():
+        for actor in {id(a): a for a in self._actors.values()}.values():
             ray.kill(actor)
         self._actors.clear()
+
+
+def pools_for_input(stages: list[Stage], placements: list[Placement], num_items: int) -> list[Placement]:
+    """The placements with each actor pool cut to the batches its stage can receive: a stage no
+    earlier stage fans out to gets at most ``num_items`` items, so ``ceil(num_items / batch_size)``
+    actors. Four short videos then start one shard writer, not two; a 3-video annotate run starts
+    no more model actors than it has videos. Each actor is a worker process (and maybe a model)."""
+    out, bounded = [], True
+    for stage, p in zip(stages, placements):
+        if bounded and p.actors:
+            useful = max(1, -(-num_items // max(1, p.batch_size)))
+            if useful < p.actors:
+                log.info("stage %s: %d actor(s), not %d: %d item(s) make at most %d batch(es) of %d",
+                         p.name, useful, p.actors, num_items, useful, p.batch_size)
+                p = replace(p, actors=useful)
+        out.append(p)
+        bounded = bounded and not stage.fans_out
+    return out
 
 
 def final_item(row: dict) -> dict:

@@ -78,14 +78,14 @@ class IngestStagesConfig:
     """Per-stage overrides of what each stage declares (unset: the declaration; see docs/stages.md)."""
 
     fetch: StageOverride = field(default_factory=StageOverride)  # declared: 0.25 CPU (network-bound)
-    dedup: StageOverride = field(default_factory=StageOverride)  # declared: 0.05 CPU (one registry call)
-    probe: StageOverride = field(default_factory=StageOverride)  # declared: 0.5 CPU (header parsing)
+    dedup: StageOverride = field(default_factory=StageOverride)  # declared: 0.25 CPU (one registry call; fused with fetch)
+    probe: StageOverride = field(default_factory=StageOverride)  # declared: 0.25 CPU (a demux in memory; fused with fetch)
     segment: StageOverride = field(default_factory=StageOverride)  # declared: 1 CPU (one decode); num_gpus for TransNetV2
-    near_duplicates: StageOverride = field(default_factory=StageOverride)  # declared: 0.05 CPU (one lookup call)
+    near_duplicates: StageOverride = field(default_factory=StageOverride)  # declared: 0.1 CPU (one lookup call; fused with plan)
     plan: StageOverride = field(default_factory=StageOverride)  # declared: 0.1 CPU (arithmetic)
     caption_frames: StageOverride = field(default_factory=StageOverride)  # the caption kind's prepare stage: caption.pipeline.prepare_cpus
     caption: StageOverride = field(default_factory=StageOverride)  # the caption kind's model stage: caption.pipeline.num_cpus/num_gpus/pool_size
-    write: StageOverride = field(default_factory=StageOverride)  # declared: 2 actors x 0.5 CPU, batch = shards.max_videos
+    write: StageOverride = field(default_factory=StageOverride)  # declared: tasks of 0.5 CPU, batch = shards.max_videos (actors: a fixed pool)
 
     def by_name(self) -> dict[str, StageOverride]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -19,14 +19,29 @@ from ..annotators.windows import plan_windows, segment_window, stitch
 @ray.remote
 def _segment_window(media, window, config: SegmentConfig):
     # the window's own detector: detectors are stateful, one per window
-    return segment_window(media, window, thumbnail_config(config), scan_settings(config), build_detector(config))
+    import os as _o, time as _t
+    _t0 = _t.time()
+    r = segment_window(media, window, thumbnail_config(config), scan_settings(config), build_detector(config))
+    with open("/tmp/exp/trace.log", "a") as _f:
+        _f.write(f"{_t0:.3f} {_t.time()-_t0:.3f} window {window.core_start} {_o.getpid()}\n")
+    return r
 
 
-def segment_parallel(media: bytes, probe: dict, video_id: str, config: SegmentConfig, num_cpus: float = 1.0) -> dict:
+def cluster_windows(probe: dict, config: SegmentConfig, num_cpus: float, free_cpus: float | None = None) -> list:
+    """The windows for this cluster: whole rounds of the window tasks that can run at once (the CPUs
+    no actor pool holds, or all the cluster's, over ``num_cpus`` each)."""
+    cpus = ray.cluster_resources().get("CPU", 1) if free_cpus is None else free_cpus
+    slots = max(1, int(cpus // max(num_cpus, 1e-9) + 1e-9))
+    return plan_windows(probe["num_frames"], probe["fps"], config.windows, slots)
+
+
+def segment_parallel(media: bytes, probe: dict, video_id: str, config: SegmentConfig, num_cpus: float = 1.0,
+                     free_cpus: float | None = None) -> dict:
     """:func:`annotators.segment.segment_video`'s result, computed by one Ray task per window. The
-    calling task's CPU is lent back to Ray while it waits, so the windows can use it too."""
-    cpus = int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1e-9))  # window tasks at once
-    windows = plan_windows(probe["num_frames"], probe["fps"], config.windows, cpus)
+    calling task's CPU is lent back to Ray while it waits, so the windows can use it too. ``free_cpus``:
+    the cluster's CPUs that actor pools do not hold (the executor's figure; default all of them), so
+    that the windows fill whole rounds of the slots they can really get."""
+    windows = cluster_windows(probe, config, num_cpus, free_cpus)
     media_ref = ray.put(media)  # one copy in the object store, read by every window task
     task = _segment_window.options(num_cpus=num_cpus)
     try:
@@ -55,5 +70,6 @@ class ParallelSegment(Segment):
     def process(self, item: dict) -> dict:
         if not self.windowed(item["probe"]):
             return super().process(item)
-        result = segment_parallel(item["media"], item["probe"], item["video_id"], self.config, self.window_cpus)
+        result = segment_parallel(item["media"], item["probe"], item["video_id"], self.config, self.window_cpus,
+                                  self.free_cpus)
         return self.store(item, result)

@@ -89,7 +89,10 @@ class WriteShards(Stage):
     name = "write"
     version = "1"
     resources = Resources(num_cpus=0.5)  # tar writing and upload
-    actors = 2  # shard writers (each writes its own shards in parallel)
+    # Stateless tasks by default: one task per batch, its CPU free again when the shard is up (an actor
+    # pool held its CPUs all run, and each actor is one more worker process to start: on a 2-CPU local
+    # Ray that was a quarter of the cores and ~4 CPU-seconds). ``--stages.write.actors N``: a fixed pool
+    # (cluster/longvid.yaml keeps 8, a core each, for steady uploads).
     receives_dropped = True
     shared_state = ("ingest",)
 
@@ -100,10 +103,9 @@ class WriteShards(Stage):
         self.max_videos, self.max_bytes = max_videos, max_bytes
         self.storage: Storage | None = None
 
-    def setup(self) -> None:
-        self.storage = Storage.for_uri(self.root)
-
     def process_batch(self, items: list[dict]) -> list[dict]:
+        if self.storage is None:  # once per task, or per actor of a pool
+            self.storage = Storage.for_uri(self.root)
         first_shard = self.shared["ingest"].first_shard()
         good = [it for it in items if "dropped" not in it]
         for it in good:  # remux first: a retried batch then plans the same groups from the same bytes

@@ -248,6 +248,9 @@ def test_plan_windows_balances_rounds_over_the_cores():
     assert all(a.core_end == b.core_start for a, b in zip(balanced, balanced[1:]))
     assert len(plan_windows(frames, 25.0, config, cpus=8)) == 8  # one round
     assert len(plan_windows(100, 25.0, config, cpus=8)) == 1  # short: one window whatever the cores
+    wide = plan_windows(int(3600 * 25), 25.0, config, cpus=128)  # an hour on a 128-CPU cluster
+    assert len(wide) == 24  # one round, with cores of 150 s: not 128 windows of 28 s and 20 s of overlap each
+    assert min(w.core_end - w.core_start for w in wide) >= 150 * 25
 
 
 def test_sparse_scan_gives_motion_and_phashes_close_to_a_dense_decode(long_video):

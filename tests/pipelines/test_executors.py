@@ -116,7 +116,7 @@ class WhereAmI(Stage):
 
         assigned = ray.get_runtime_context().get_assigned_resources()
         for it in items:
-            it["assigned"], it["batch"] = assigned, len(items)
+            it["assigned"], it["batch"], it["free_cpus"] = assigned, len(items), self.free_cpus
         return items
 
 
@@ -138,8 +138,62 @@ def test_per_stage_overrides_reach_ray(ray_session):
     assert len(out) == 6
     assert {it["assigned"]["CPU"] for it in out} == {0.5}  # the actor stage ran last and overwrote
     assert max(it["batch"] for it in out) <= 2
+    assert {it["free_cpus"] for it in out} == {3.0}  # 4 CPUs, 2 actors x 0.5 held: what window tasks can get
     tasks = list(RayExecutor([WhereAmI()], overrides).run(items))
     assert {it["assigned"]["CPU"] for it in tasks} == {0.25} and max(it["batch"] for it in tasks) <= 3
+    assert {it["free_cpus"] for it in tasks} == {4.0}
+
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def add(self, k):
+        self.n += k
+        return self.n
+
+
+def test_names_bound_to_one_state_share_one_actor(ray_session):
+    """As in LocalExecutor, two names for one object are one state (and one worker process)."""
+    import ray
+
+    shared, other = Counter(), Counter()
+    executor = RayExecutor([WhereAmI()], shared={"ingest": shared, "content": shared, "hashes": other})
+    try:
+        assert len({a._actor_id for a in executor._actors.values()}) == 2
+        executor.shared["ingest"].add(2)
+        assert executor.shared["content"].add(1) == 3  # the same state through the other name
+        assert executor.shared["hashes"].add(1) == 1
+    finally:
+        executor.close()
+    ray.get(ray.put(0))  # the cluster is still usable after close killed each actor once
+
+
+class FanOut(Stage):
+    name = "fan"
+    fans_out = True
+
+
+class Pool(Stage):
+    name = "pool"
+    batch_size = 64
+    actors = 2
+
+    def setup(self):
+        pass
+
+
+def test_an_actor_pool_is_cut_to_the_batches_its_input_makes():
+    from longvid.pipelines.executors import pools_for_input, resolve
+
+    stages = [WhereAmI(), Pool()]
+    placements = resolve(stages, {})
+    assert [p.actors for p in pools_for_input(stages, placements, 5)] == [0, 1]  # 5 videos: one batch of 64
+    assert [p.actors for p in pools_for_input(stages, placements, 65)] == [0, 2]
+    assert [p.actors for p in pools_for_input(stages, placements, 10_000)] == [0, 2]  # never more than declared
+    fanned = [FanOut(), Pool()]
+    assert [p.actors for p in pools_for_input(fanned, resolve(fanned, {}), 5)] == [0, 2]  # 5 videos, any clips
+    assert placements[1].actors == 2  # the executor's own placements are not changed
 
 
 # -- the resource check ---------------------------------------------------------------------------

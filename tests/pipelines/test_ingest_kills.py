@@ -2,8 +2,8 @@
 source exactly once in the shards, the index and ``dataset.json``.
 
 The kills are real: ``LONGVID_FAULT`` makes the named process SIGKILL itself at one instant
-(once, guarded by a marker file): the shard writer right after publishing a shard and before its
-index part, the writer right after its index part, the content-registry actor inside a call, a
+(once, guarded by a marker file): the shard writer (a Ray Data task, retried by Ray) right after
+publishing a shard and before its index part, the writer right after its index part, the content-registry actor inside a call, a
 Ray worker running a stage task, and the driver after it received a writer's first rows; and the
 registry at a duplicate claim, which loses the first claim (the end-of-run repair keeps the content once).
 """
@@ -30,7 +30,7 @@ SOURCES = 6
 
 def _run(manifest, out, env, timeout=300):
     cmd = [sys.executable, "-m", "longvid", "ingest", manifest, "--out", out,
-           "--shards.max-videos", "2", "--stages.write.actors", "1", "--ray.num-cpus", "2",
+           "--shards.max-videos", "2", "--ray.num-cpus", "2",  # shard writers: Ray Data tasks (the default)
            "--ray.object-store-mb", "200", "--ray.progress-bars", "false",
            "--lease.stale-after-s", "10", "--lease.wait-s", "60"]  # a killed driver's lease: taken over after 10 s
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,

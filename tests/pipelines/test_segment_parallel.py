@@ -12,7 +12,7 @@ from longvid.annotators.base import ItemFailed
 from longvid.annotators.probe import probe_bytes
 from longvid.annotators.segment import Segment, SegmentConfig
 from longvid.annotators.windows import WindowConfig
-from longvid.pipelines.segment_parallel import ParallelSegment
+from longvid.pipelines.segment_parallel import ParallelSegment, cluster_windows
 from longvid.synthetic import ShotSpec, TransitionSpec, write_scripted_video
 
 
@@ -44,6 +44,10 @@ def test_window_tasks_equal_one_pass(ray_session, long_item):
     fanned = ray_session.get(in_a_task.remote(copy.deepcopy(long_item)))
     for key in ("shots", "transitions", "clips"):
         assert fanned[key] == one[key]
+    stage.free_cpus = 3.0  # as RayExecutor sets it: 3 slots, so 3 windows instead of 4
+    three = ray_session.get(in_a_task.remote(copy.deepcopy(long_item)))
+    for key in ("shots", "transitions", "clips"):
+        assert three[key] == one[key]
     assert fanned["probe"]["num_frames"] == one["probe"]["num_frames"]
     short = ParallelSegment(SegmentConfig(detector="sparse"))  # default threshold: 10 minutes
     assert not short.windowed(long_item["probe"])
@@ -54,3 +58,13 @@ def test_truncated_long_video_fails_with_a_reason(ray_session, long_item):
     item["media"] = item["media"][: len(item["media"]) // 2]
     with pytest.raises(ItemFailed, match="truncated|decod"):
         ParallelSegment(CONFIG).process(item)
+
+
+def test_windows_fill_whole_rounds_of_the_free_slots(ray_session, long_item):
+    probe = long_item["probe"]  # 901 frames, windows of 12 s: 4 by length
+    assert len(cluster_windows(probe, CONFIG, 1.0, free_cpus=0.0)) == 4  # no free slot: by length
+    assert len(cluster_windows(probe, CONFIG, 1.0, free_cpus=2.0)) == 4  # 2 rounds of 2
+    assert len(cluster_windows(probe, CONFIG, 1.0, free_cpus=3.0)) == 3  # 1 round of 3, not 2 rounds of 3 and 1
+    assert len(cluster_windows(probe, CONFIG, 0.5, free_cpus=1.5)) == 3  # 3 slots of 0.5 CPU
+    assert len(cluster_windows(probe, CONFIG, 1.0, free_cpus=5.0)) == 5  # 1 round of 5
+    assert len(cluster_windows(probe, CONFIG, 1.0)) == 4  # default: the session's 4 CPUs
