@@ -66,12 +66,8 @@ def run_batch(stage: Stage, items: list[dict]) -> Iterator[dict]:
     passed = [] if stage.receives_dropped else [it for it in items if "dropped" in it]
     live = items if stage.receives_dropped else [it for it in items if "dropped" not in it]
     if live:
-        import os as _o, time as _t
-        _t0 = _t.time()
         try:
             outcomes = stage.process_batch(live)
-            with open("/tmp/exp/trace.log", "a") as _f:
-                _f.write(f"{_t0:.3f} {_t.time()-_t0:.3f} {stage.name} {len(live)} {_o.getpid()}\n")
             if len(outcomes) != len(live):
                 raise RuntimeError(f"process_batch returned {len(outcomes)} outcomes for {len(live)} items")
         except ItemFailed as exc:

@@ -19,12 +19,7 @@ from ..annotators.windows import plan_windows, segment_window, stitch
 @ray.remote
 def _segment_window(media, window, config: SegmentConfig):
     # the window's own detector: detectors are stateful, one per window
-    import os as _o, time as _t
-    _t0 = _t.time()
-    r = segment_window(media, window, thumbnail_config(config), scan_settings(config), build_detector(config))
-    with open("/tmp/exp/trace.log", "a") as _f:
-        _f.write(f"{_t0:.3f} {_t.time()-_t0:.3f} window {window.core_start} {_o.getpid()}\n")
-    return r
+    return segment_window(media, window, thumbnail_config(config), scan_settings(config), build_detector(config))
 
 
 def cluster_windows(probe: dict, config: SegmentConfig, num_cpus: float, free_cpus: float | None = None) -> list:
