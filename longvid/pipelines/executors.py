@@ -199,8 +199,8 @@ class RayExecutor:
         import ray
 
         self.stages = stages
-        shape = ClusterShape.from_ray(ray.cluster_resources(), ray.nodes())
-        self.placements, notes = fit_to_cluster(resolve(stages, overrides), shape)
+        self.shape = ClusterShape.from_ray(ray.cluster_resources(), ray.nodes())
+        self.placements, notes = fit_to_cluster(resolve(stages, overrides), self.shape)
         for note in notes:
             log.warning("%s", note)
         self.notes = notes
@@ -208,12 +208,12 @@ class RayExecutor:
         # One actor per distinct object: names bound to the same state share it, as they do in
         # LocalExecutor (and an actor is a worker process: ~2 CPU-seconds to start on a small node)
         holder = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(StateHolder)
-        by_object: dict[int, object] = {}
+        self._holders: dict[int, object] = {}  # id(state) → its actor
         self._actors = {}
         for name, state in (shared or {}).items():
-            if id(state) not in by_object:
-                by_object[id(state)] = holder.remote(state)
-            self._actors[name] = by_object[id(state)]
+            if id(state) not in self._holders:
+                self._holders[id(state)] = holder.remote(state)
+            self._actors[name] = self._holders[id(state)]
         self.shared = {name: ActorProxy(actor) for name, actor in self._actors.items()}
         self.max_restarts = max_restarts  # a crashed actor (out of memory, a lost node) is restarted this often
 
@@ -223,7 +223,7 @@ class RayExecutor:
 
         ds = ray.data.from_items([encode_row(dict(it)) for it in items], override_num_blocks=max(1, min(len(items), 10000)))
         placements = pools_for_input(self.stages, self.placements, len(items))
-        free = float(ray.cluster_resources().get("CPU", 0)) - sum(p.actors * p.num_cpus for p in placements if p.actors)
+        free = self.shape.total_cpus - sum(p.actors * p.num_cpus for p in placements if p.actors)
         for stage, p in zip(self.stages, placements):  # the pipeline, top to bottom
             stage.free_cpus = max(free, 0.0)
             ds = self.apply(ds, stage, p)
@@ -250,8 +250,9 @@ class RayExecutor:
     def close(self) -> None:
         import ray
 
-        for actor in {id(a): a for a in self._actors.values()}.values():
+        for actor in self._holders.values():
             ray.kill(actor)
+        self._holders.clear()
         self._actors.clear()
 
 
